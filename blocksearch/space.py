@@ -1,0 +1,186 @@
+"""Search-space files: plain Python files that declare one :class:`Space`.
+
+A space file builds a ``Space`` and binds it to the module-level name
+``SPACE``::
+
+    from blocksearch import PlacementSearch, Space, TrainConfig
+    from blocksearch.presets import PRESETS
+
+    SPACE = Space(
+        name="tanh_placements",
+        depths=(15, 20, 25, 50),
+        search=PlacementSearch(activation="tanh"),
+        presets=PRESETS,
+    )
+
+Space files are ordinary Python and run with the rights of the user who loads
+them, so load only files you trust.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import optuna
+
+from blocksearch.dsl import canonical
+from blocksearch.errors import DslError, SpaceError
+from blocksearch.train import TrainConfig
+
+__all__ = ["SearchSpace", "Space", "load_space"]
+
+
+@runtime_checkable
+class SearchSpace(Protocol):
+    """How a trial chooses its block design."""
+
+    def suggest(self, trial: optuna.Trial) -> str:
+        """Sample parameters on ``trial`` and return a block description."""
+        ...
+
+    def params_for(self, design: str) -> dict[str, Any]:
+        """Return the parameters under which :meth:`suggest` yields ``design``."""
+        ...
+
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Space:
+    """A placement study: what to search, at which depths, on which data.
+
+    Attributes:
+        name: Identifier of the space; names the storage file and studies.
+        depths: Numbers of residual blocks; one Optuna study per depth.
+        search: Chooses a design per trial (e.g. a ``PlacementSearch``).
+        presets: Named designs run first in every study, as descriptions.
+        activation: Registered op at the end of the stem.
+        width: Features inside every block.
+        dataset: Default data source when neither ``--data`` nor
+            ``$BLOCKSEARCH_DATA`` is given.
+        train: Training protocol; ``train.epochs`` is the default budget.
+        trials: Default total number of trials per study.
+        sampler: Builds the Optuna sampler from a seed; seeded TPE if None.
+        pruner: Optuna pruner for sampled trials; presets are never pruned.
+    """
+
+    name: str
+    depths: tuple[int, ...]
+    search: SearchSpace
+    presets: Mapping[str, str] = field(default_factory=dict)
+    activation: str = "tanh"
+    width: int = 256
+    dataset: str = "cifar10"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trials: int = 20
+    sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None
+    pruner: optuna.pruners.BasePruner | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
+            raise SpaceError(
+                f"space name {self.name!r} is invalid: use letters, digits, "
+                "'_', '-' and '.', starting with a letter or digit"
+            )
+        depths = tuple(self.depths)
+        if not depths or not all(isinstance(d, int) and d > 0 for d in depths):
+            raise SpaceError(
+                f"space {self.name!r}: depths must be positive integers, "
+                f"got {self.depths!r}"
+            )
+        object.__setattr__(self, "depths", depths)
+        if not isinstance(self.search, SearchSpace):
+            raise SpaceError(
+                f"space {self.name!r}: search must have suggest(trial) and "
+                f"params_for(design) methods, got {type(self.search).__name__}"
+            )
+        for label, value in (("width", self.width), ("trials", self.trials)):
+            if not isinstance(value, int) or value < 1:
+                raise SpaceError(
+                    f"space {self.name!r}: {label} must be a positive integer, "
+                    f"got {value!r}"
+                )
+        presets = {}
+        for preset, design in self.presets.items():
+            try:
+                presets[preset] = canonical(design)
+            except DslError as error:
+                raise SpaceError(
+                    f"space {self.name!r}: preset {preset!r} is invalid:\n{error}"
+                ) from None
+            # Presets are enqueued as parameters, so each must be reachable.
+            self.search.params_for(presets[preset])
+        object.__setattr__(self, "presets", presets)
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.sampler is not None:
+            return self.sampler(seed)
+        return optuna.samplers.TPESampler(seed=seed)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        if self.pruner is not None:
+            return self.pruner
+        # Compare a trial with the median of earlier trials only after a few
+        # trials and epochs exist, so early noise does not stop good designs.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+
+
+def load_space(path: str | Path) -> Space:
+    """Run the space file at ``path`` and return its ``SPACE``.
+
+    The file runs as its own module; nothing is added to the caller's globals.
+
+    Raises:
+        SpaceError: If the file does not exist, fails to run, or does not bind
+            ``SPACE`` to a :class:`Space`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        spaces = sorted(Path("spaces").glob("*.py")) if Path("spaces").is_dir() else []
+        if spaces:
+            hint = f"; space files here: {', '.join(str(p) for p in spaces)}"
+        raise SpaceError(f"space file {str(path)!r} not found{hint}")
+
+    module_name = f"blocksearch_space_{abs(hash(path.resolve()))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SpaceError(f"space file {str(path)!r} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SpaceError as error:
+        raise SpaceError(f"space file {str(path)!r}: {error}") from None
+    except SyntaxError as error:
+        raise SpaceError(
+            f"space file {str(path)!r} has a syntax error at line {error.lineno}: "
+            f"{error.msg}"
+        ) from None
+    except Exception as error:  # the file is user code; report, do not crash
+        frames = traceback.extract_tb(error.__traceback__)
+        in_file = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+        line = (in_file or frames)[-1].lineno
+        raise SpaceError(
+            f"space file {str(path)!r} failed at line {line}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    finally:
+        sys.modules.pop(module_name, None)
+
+    space = getattr(module, "SPACE", None)
+    if not isinstance(space, Space):
+        found = "nothing" if space is None else type(space).__name__
+        raise SpaceError(
+            f"space file {str(path)!r} must bind SPACE to a blocksearch.Space, "
+            f"found {found}"
+        )
+    return space

@@ -1,0 +1,364 @@
+"""Run a space: one Optuna study per depth, presets first, then sampled designs.
+
+Studies live in one storage per space. The default is an Optuna journal file,
+``studies/<space>.journal``: it takes appends from several processes under a
+file lock, and optuna-dashboard reads it while a run is writing.
+
+Every trial stores, as user attributes, its canonical description (``dsl``),
+its preset name (``preset``, presets only), the seed, the depth and, per
+epoch, the training loss, test accuracy, learning rate, dead-neuron rate and
+the gradient norm at every block's output. Test accuracy is reported to Optuna
+after every epoch, so pruners work and the dashboard draws learning curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from blocksearch.builder import ResidualMLP
+from blocksearch.data import Dataset
+from blocksearch.dsl import canonical
+from blocksearch.errors import SpaceError, StudyError
+from blocksearch.space import Space
+from blocksearch.train import (
+    EpochMetrics,
+    NonFiniteLossError,
+    seed_everything,
+    train,
+)
+
+__all__ = [
+    "RunReporter",
+    "StudyPlan",
+    "default_storage_path",
+    "open_storage",
+    "run_space",
+    "study_name",
+]
+
+logger = logging.getLogger("blocksearch")
+
+#: States of trials that count toward ``--trials``.
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def study_name(space: Space | str, depth: int) -> str:
+    """Return the name of the study of ``space`` at ``depth``, e.g. ``tanh_placements-depth20``."""
+    name = space if isinstance(space, str) else space.name
+    return f"{name}-depth{depth}"
+
+
+def default_storage_path(space: Space, studies_dir: str | Path = "studies") -> Path:
+    """Return the journal file that holds the studies of ``space``."""
+    return Path(studies_dir) / f"{space.name}.journal"
+
+
+def open_storage(location: str | Path) -> optuna.storages.BaseStorage:
+    """Open study storage from a database URL or a journal file path.
+
+    ``location`` is either a SQLAlchemy URL such as ``sqlite:///studies.db`` or
+    ``postgresql://user@host/db``, or the path of an Optuna journal file, which
+    is created with its folder when missing.
+
+    Raises:
+        StudyError: If the URL is malformed, the database cannot be reached,
+            or the journal file cannot be created.
+    """
+    location = str(location)
+    if "://" in location:
+        try:
+            return optuna.storages.RDBStorage(location)
+        except Exception as error:  # SQLAlchemy raises many unrelated types
+            raise StudyError(
+                f"cannot open storage {location!r}: {error}. Check the URL "
+                "(e.g. sqlite:///studies/x.db) and that the server is reachable"
+            ) from None
+
+    path = Path(location)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+    except OSError as error:
+        raise StudyError(
+            f"cannot create storage file {str(path)!r}: {error.strerror}. "
+            "Choose a writable location with --storage or --studies-dir"
+        ) from None
+    return optuna.storages.JournalStorage(backend)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What to run in one study."""
+
+    space: Space
+    depth: int
+    trials: int  # total per study, counting finished trials already there
+    epochs: int
+    seed: int
+
+
+class RunReporter(Protocol):
+    """Receives progress events; the command line draws them with rich."""
+
+    def study_started(self, plan: StudyPlan, finished: int) -> None: ...
+
+    def trial_started(self, plan: StudyPlan, trial: optuna.Trial, label: str) -> None: ...
+
+    def epoch_finished(self, plan: StudyPlan, metrics: EpochMetrics) -> None: ...
+
+    def trial_finished(self, plan: StudyPlan, trial: FrozenTrial) -> None: ...
+
+
+class _SilentReporter:
+    def study_started(self, plan: StudyPlan, finished: int) -> None:
+        pass
+
+    def trial_started(self, plan: StudyPlan, trial: optuna.Trial, label: str) -> None:
+        pass
+
+    def epoch_finished(self, plan: StudyPlan, metrics: EpochMetrics) -> None:
+        pass
+
+    def trial_finished(self, plan: StudyPlan, trial: FrozenTrial) -> None:
+        pass
+
+
+def trial_label(trial: FrozenTrial | optuna.Trial) -> str:
+    """Return a trial's preset name, or ``#N`` for a sampled trial."""
+    preset = trial.user_attrs.get("preset")
+    return str(preset) if preset else f"#{trial.number}"
+
+
+def _check_study_settings(study: optuna.Study, settings: dict[str, object]) -> None:
+    """Record the run settings on a new study, or reject a run that differs."""
+    recorded = study.user_attrs
+    if not recorded:
+        for key, value in settings.items():
+            study.set_user_attr(key, value)
+        return
+    changed = [
+        f"{key}: stored {recorded[key]!r}, requested {value!r}"
+        for key, value in settings.items()
+        if key in recorded and recorded[key] != value
+    ]
+    if changed:
+        raise StudyError(
+            f"study {study.study_name!r} was run with other settings "
+            f"({'; '.join(changed)}). Trials of one study must be comparable: "
+            "rerun with the stored settings, or pass --storage with a new file"
+        )
+
+
+def _enqueue_presets(study: optuna.Study, space: Space, budget: int) -> list[str]:
+    """Enqueue the presets that the study lacks, at most ``budget`` of them.
+
+    A preset counts as present when a trial with its name is waiting, running,
+    complete or pruned; a preset whose trials all failed is enqueued again.
+    """
+    present = {
+        t.user_attrs.get("preset")
+        for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.FAIL
+    }
+    missing = [name for name in space.presets if name not in present]
+    enqueued = missing[: max(0, budget)]
+    for name in enqueued:
+        params = space.search.params_for(space.presets[name])
+        study.enqueue_trial(params, user_attrs={"preset": name})
+    return enqueued
+
+
+def _make_objective(
+    plan: StudyPlan,
+    data: Dataset,
+    device: str,
+    reporter: RunReporter,
+):
+    space = plan.space
+    config = replace(space.train, epochs=plan.epochs, seed=plan.seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        # design: sampled, or fixed by the enqueued preset parameters
+        design = canonical(space.search.suggest(trial))
+        preset = trial.user_attrs.get("preset")
+        if preset is not None and design != space.presets.get(preset):
+            raise SpaceError(
+                f"preset {preset!r} is {space.presets.get(preset)!r} but the "
+                f"search produced {design!r} from its parameters; "
+                "params_for and suggest of the space's search disagree"
+            )
+        trial.set_user_attr("dsl", design)
+        trial.set_user_attr("seed", plan.seed)
+        trial.set_user_attr("depth", plan.depth)
+        reporter.trial_started(plan, trial, trial_label(trial))
+
+        # model: seeded so a design at a seed always starts from the same weights
+        seed_everything(plan.seed)
+        model = ResidualMLP(
+            design,
+            depth=plan.depth,
+            width=space.width,
+            in_features=data.in_features,
+            num_classes=data.num_classes,
+            activation=space.activation,
+        )
+
+        # train, reporting every epoch
+        history: dict[str, list] = {
+            "train_loss": [],
+            "test_accuracy": [],
+            "learning_rate": [],
+            "dead_neuron_rate": [],
+            "block_grad_norms": [],
+        }
+        accuracy = math.nan
+        try:
+            for metrics in train(model, data, config, device):
+                history["train_loss"].append(metrics.train_loss)
+                history["test_accuracy"].append(metrics.test_accuracy)
+                history["learning_rate"].append(metrics.learning_rate)
+                history["dead_neuron_rate"].append(metrics.dead_neuron_rate)
+                history["block_grad_norms"].append(list(metrics.block_grad_norms))
+                for key, values in history.items():
+                    trial.set_user_attr(key, values)
+                accuracy = metrics.test_accuracy
+                trial.report(accuracy, metrics.epoch)
+                reporter.epoch_finished(plan, metrics)
+                if preset is None and trial.should_prune():
+                    trial.set_user_attr("pruned_at_epoch", metrics.epoch)
+                    raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
+        except NonFiniteLossError as error:
+            trial.set_user_attr("failure", str(error))
+            logger.warning("trial %d (%s): %s", trial.number, design, error)
+            raise optuna.TrialPruned(str(error)) from None
+        return accuracy
+
+    return objective
+
+
+def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    label = trial_label(trial)
+    dsl = trial.user_attrs.get("dsl", "?")
+    accuracies = trial.user_attrs.get("test_accuracy") or [math.nan]
+    losses = trial.user_attrs.get("train_loss") or [math.nan]
+    try:
+        best = study.best_trial
+        best_text = f"best {best.value:.2%} ({trial_label(best)})"
+    except ValueError:
+        best_text = "no complete trial yet"
+    logger.info(
+        "%s trial %d (%s) %s after %d epochs: accuracy %.2f%%, loss %.4f; %s; %s",
+        study.study_name,
+        trial.number,
+        label,
+        trial.state.name.lower(),
+        len(accuracies) if accuracies != [math.nan] else 0,
+        100 * accuracies[-1],
+        losses[-1],
+        best_text,
+        dsl,
+    )
+
+
+def run_study(
+    plan: StudyPlan,
+    storage: optuna.storages.BaseStorage,
+    data: Dataset,
+    *,
+    device: str = "cpu",
+    reporter: RunReporter | None = None,
+) -> optuna.Study:
+    """Run the study of ``plan`` until it holds ``plan.trials`` finished trials."""
+    reporter = reporter or _SilentReporter()
+    space = plan.space
+    study = optuna.create_study(
+        study_name=study_name(space, plan.depth),
+        storage=storage,
+        direction="maximize",
+        sampler=space.make_sampler(plan.seed + plan.depth),
+        pruner=space.make_pruner(),
+        load_if_exists=True,
+    )
+    _check_study_settings(
+        study,
+        {
+            "space": space.name,
+            "depth": plan.depth,
+            "epochs": plan.epochs,
+            "seed": plan.seed,
+            "dataset": data.name,
+            "objective": "test accuracy after the last epoch",
+        },
+    )
+
+    finished = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+    remaining = plan.trials - finished
+    reporter.study_started(plan, finished)
+    if remaining <= 0:
+        logger.info(
+            "%s already has %d finished trials; nothing to run",
+            study.study_name,
+            finished,
+        )
+        return study
+
+    enqueued = _enqueue_presets(study, space, remaining)
+    if enqueued:
+        logger.info("%s: enqueued presets %s", study.study_name, ", ".join(enqueued))
+
+    def on_trial_finished(study: optuna.Study, trial: FrozenTrial) -> None:
+        _log_trial(study, trial)
+        reporter.trial_finished(plan, trial)
+
+    study.optimize(
+        _make_objective(plan, data, device, reporter),
+        n_trials=remaining,
+        callbacks=[
+            on_trial_finished,
+            optuna.study.MaxTrialsCallback(plan.trials, states=COUNTED_STATES),
+        ],
+    )
+    return study
+
+
+def run_space(
+    space: Space,
+    data: Dataset,
+    *,
+    storage: optuna.storages.BaseStorage,
+    depths: Sequence[int] | None = None,
+    trials: int | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    reporter: RunReporter | None = None,
+) -> list[optuna.Study]:
+    """Run one study per depth of ``space``; unset options take the space's values.
+
+    Runs resume: trials already finished in ``storage`` count toward
+    ``trials``, and presets already there are not enqueued again.
+    """
+    plans = [
+        StudyPlan(
+            space=space,
+            depth=depth,
+            trials=trials if trials is not None else space.trials,
+            epochs=epochs if epochs is not None else space.train.epochs,
+            seed=seed if seed is not None else space.train.seed,
+        )
+        for depth in (depths if depths is not None else space.depths)
+    ]
+    data = data.to(device)
+    return [
+        run_study(plan, storage, data, device=device, reporter=reporter)
+        for plan in plans
+    ]

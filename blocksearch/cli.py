@@ -16,7 +16,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from blocksearch import __version__
 
@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
             "finished trials count toward --trials and presets are not repeated."
         ),
     )
-    run.add_argument("space", help="path of a space file, e.g. spaces/tanh_placements.py")
+    run.add_argument(
+        "space", help="path of a space file, e.g. spaces/tanh_placements.py"
+    )
     run.add_argument(
         "--depths",
         type=_depth_list,
@@ -156,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("dsl", help="block description, e.g. 'linear bn + tanh'")
     compile_.add_argument(
-        "--width", type=_positive_int, default=256, help="features per block (default: 256)"
+        "--width",
+        type=_positive_int,
+        default=256,
+        help="features per block (default: 256)",
     )
     compile_.add_argument(
         "--depth",
@@ -328,9 +333,10 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     source = args.data or os.environ.get(DATA_ENV_VAR) or space.dataset
+    # Data first: a bad dataset must not leave a new, empty storage file.
+    dataset = _load_data(source, console)
     location = _storage_location(args, space)
     storage = open_storage(location)
-    dataset = _load_data(source, console)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     logger.info("space %s, storage %s, device %s", space.name, location, device)
@@ -395,13 +401,13 @@ def command_compile(args: argparse.Namespace, console: Console) -> int:
     from blocksearch.dsl import format_block, parse_block
 
     block = parse_block(args.dsl)
-    console.print(format_block(block), highlight=False, markup=False)
+    console.print(format_block(block), highlight=False, markup=False, soft_wrap=True)
     if args.depth:
         module = ResidualMLP(block, depth=args.depth, width=args.width)
     else:
         module = build_block(block, args.width)
     parameters = sum(p.numel() for p in module.parameters())
-    console.print(str(module), highlight=False, markup=False)
+    console.print(str(module), highlight=False, markup=False, soft_wrap=True)
     console.print(f"parameters: {parameters:,}", highlight=False)
     return 0
 
@@ -412,6 +418,7 @@ def command_ops(args: argparse.Namespace, console: Console) -> int:
     from blocksearch import ops
 
     table = Table("op", "kind", "description")
+    table.columns[0].no_wrap = True
     for name in ops.op_names():
         definition = ops.get_op(name)
         table.add_row(definition.signature(), definition.kind.value, definition.doc)
@@ -448,12 +455,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BlocksearchError as error:
         if args.debug:
             raise
-        console.print(Text.assemble(("error: ", "bold red"), str(error)))
+        # soft_wrap keeps a caret under the character it points at
+        console.print(
+            Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True
+        )
         return error.exit_code
     except KeyboardInterrupt:
         console.print(
             "interrupted; the running trial is marked failed. "
-            "Run the same command again to resume."
+            "Run the same command again to resume.",
+            soft_wrap=True,
         )
         return 130
 

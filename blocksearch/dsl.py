@@ -399,7 +399,11 @@ class _Parser:
     def unknown_op(self, token: _Token) -> DslError:
         names = ops.op_names()
         close = difflib.get_close_matches(token.text, names, n=3, cutoff=0.6)
-        hint = f"did you mean {_join_alternatives(tuple(map(repr, close)))}? " if close else ""
+        hint = (
+            f"did you mean {_join_alternatives(tuple(map(repr, close)))}? "
+            if close
+            else ""
+        )
         hint += f"registered ops: {', '.join(names)}"
         return _error(
             self.text, token.offset, token.end, f"unknown op {token.text!r}", hint=hint

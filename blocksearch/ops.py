@@ -81,7 +81,7 @@ class OpDef:
     doc: str = ""
 
     def signature(self) -> str:
-        """Format the op as it is written in a description, e.g. ``dropout(p: float)``."""
+        """Return the op's usage, e.g. ``dropout(p: float)``."""
         if not self.params:
             return self.name
         return f"{self.name}({', '.join(p.describe() for p in self.params)})"

@@ -137,8 +137,10 @@ def _positions(placement: str) -> frozenset[str]:
     if placement == "none":
         return frozenset()
     parts = placement.split("+")
-    if not parts or any(p not in POSITIONS for p in parts) or len(set(parts)) < len(
-        parts
+    if (
+        not parts
+        or any(p not in POSITIONS for p in parts)
+        or len(set(parts)) < len(parts)
     ):
         raise SpaceError(
             f"invalid placement {placement!r}: use 'none' or positions from "

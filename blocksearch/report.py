@@ -74,7 +74,9 @@ def study_table(study: optuna.Study, top: int = 5) -> Table:
     epochs_run = max((len(t.user_attrs.get("train_loss", [])) for t in rows), default=0)
     checkpoints = checkpoint_epochs(epochs_run)
     finished = len(
-        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        )
     )
 
     table = Table(

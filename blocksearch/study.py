@@ -51,7 +51,7 @@ COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def study_name(space: Space | str, depth: int) -> str:
-    """Return the name of the study of ``space`` at ``depth``, e.g. ``tanh_placements-depth20``."""
+    """Return the study name of ``space`` at ``depth``: ``<space>-depth<N>``."""
     name = space if isinstance(space, str) else space.name
     return f"{name}-depth{depth}"
 
@@ -111,7 +111,9 @@ class RunReporter(Protocol):
 
     def study_started(self, plan: StudyPlan, finished: int) -> None: ...
 
-    def trial_started(self, plan: StudyPlan, trial: optuna.Trial, label: str) -> None: ...
+    def trial_started(
+        self, plan: StudyPlan, trial: optuna.Trial, label: str
+    ) -> None: ...
 
     def epoch_finished(self, plan: StudyPlan, metrics: EpochMetrics) -> None: ...
 
@@ -139,12 +141,8 @@ def trial_label(trial: FrozenTrial | optuna.Trial) -> str:
 
 
 def _check_study_settings(study: optuna.Study, settings: dict[str, object]) -> None:
-    """Record the run settings on a new study, or reject a run that differs."""
+    """Reject a run whose settings differ from those stored on the study."""
     recorded = study.user_attrs
-    if not recorded:
-        for key, value in settings.items():
-            study.set_user_attr(key, value)
-        return
     changed = [
         f"{key}: stored {recorded[key]!r}, requested {value!r}"
         for key, value in settings.items()
@@ -280,25 +278,39 @@ def run_study(
     """Run the study of ``plan`` until it holds ``plan.trials`` finished trials."""
     reporter = reporter or _SilentReporter()
     space = plan.space
-    study = optuna.create_study(
-        study_name=study_name(space, plan.depth),
-        storage=storage,
-        direction="maximize",
-        sampler=space.make_sampler(plan.seed + plan.depth),
-        pruner=space.make_pruner(),
-        load_if_exists=True,
-    )
-    _check_study_settings(
-        study,
-        {
-            "space": space.name,
-            "depth": plan.depth,
-            "epochs": plan.epochs,
-            "seed": plan.seed,
-            "dataset": data.name,
-            "objective": "test accuracy after the last epoch",
-        },
-    )
+    name = study_name(space, plan.depth)
+    settings = {
+        "space": space.name,
+        "depth": plan.depth,
+        "epochs": plan.epochs,
+        "seed": plan.seed,
+        "dataset": data.name,
+        "objective": "test accuracy after the last epoch",
+    }
+    sampler = space.make_sampler(plan.seed + plan.depth)
+    pruner = space.make_pruner()
+    # Loading first, rather than create_study(load_if_exists=True), appends
+    # nothing to a journal file when the study exists.
+    study = None
+    if name not in optuna.get_all_study_names(storage):
+        try:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another process created it a moment ago
+        else:
+            for key, value in settings.items():
+                study.set_user_attr(key, value)
+    if study is None:
+        study = optuna.load_study(
+            study_name=name, storage=storage, sampler=sampler, pruner=pruner
+        )
+        _check_study_settings(study, settings)
 
     finished = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
     remaining = plan.trials - finished

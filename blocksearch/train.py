@@ -120,7 +120,10 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
     # tensors in recent torch releases, and foreach is the fallback.
     try:
         return torch.optim.Adam(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+            model.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            fused=True,
         )
     except (RuntimeError, TypeError):
         return torch.optim.Adam(

@@ -125,12 +125,16 @@ def test_network_matches_hand_written(variant):
     hand = HandNetwork(variant, depth, WIDTH, inputs, classes).double()
     _randomize(hand)
     compiled = ResidualMLP(
-        PRESETS[variant], depth=depth, width=WIDTH, in_features=inputs, num_classes=classes
+        PRESETS[variant],
+        depth=depth,
+        width=WIDTH,
+        in_features=inputs,
+        num_classes=classes,
     ).double()
     compiled.stem[0].load_state_dict(hand.fc_in.state_dict())
     compiled.stem[1].load_state_dict(hand.bn_in.state_dict())
     compiled.head.load_state_dict(hand.fc_out.state_dict())
-    for hand_block, block in zip(hand.blocks, compiled.blocks):
+    for hand_block, block in zip(hand.blocks, compiled.blocks, strict=True):
         _copy_block(hand_block, block)
 
     x = torch.randn(20, inputs, dtype=torch.float64)
@@ -167,7 +171,9 @@ def test_network_per_block_designs():
     designs = [PRESETS["exp1"]] * 2 + [PRESETS["control"]] * 3
     model = ResidualMLP(designs, depth=5, width=WIDTH, in_features=30)
     text = repr(model)
-    assert "(0-1): 2 x ResidualBlock(\n      'linear bn + tanh | linear bn + tanh'" in text
+    assert (
+        "(0-1): 2 x ResidualBlock(\n      'linear bn + tanh | linear bn + tanh'" in text
+    )
     assert "(2-4): 3 x ResidualBlock(" in text
     assert model(torch.randn(4, 30)).shape == (4, 10)
 

@@ -137,7 +137,9 @@ def test_error_lists_registered_ops():
 def test_registered_op_usable_in_description():
     from torch import nn
 
-    ops.register_op("hardtanh_test", lambda width: nn.Hardtanh(), kind=ops.OpKind.ACTIVATION)
+    ops.register_op(
+        "hardtanh_test", lambda width: nn.Hardtanh(), kind=ops.OpKind.ACTIVATION
+    )
     try:
         assert canonical("linear + hardtanh_test") == "linear + hardtanh_test"
     finally:

@@ -1,0 +1,152 @@
+"""Command-line behaviour on good and bad input: messages and exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from blocksearch.cli import main
+from blocksearch.presets import PRESETS
+
+
+def test_compile_prints_canonical_and_module(capsys):
+    assert main(["compile", "linear  bn+id->tanh | linear bn + tanh"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == PRESETS["exp2"]
+    assert "ResidualBlock(" in out
+    assert "Linear(in_features=256, out_features=256" in out
+
+
+def test_compile_depth_prints_network(capsys):
+    assert main(["compile", PRESETS["exp1"], "--depth", "20", "--width", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "(0-19): 20 x ResidualBlock(" in out
+
+
+def test_compile_bad_dsl_exits_with_message(capsys):
+    assert main(["compile", "linear bn + tahn"]) == 3
+    err = capsys.readouterr().err
+    assert "unknown op 'tahn'" in err
+    assert "did you mean 'tanh'" in err
+    assert "^^^^" in err
+    assert "Traceback" not in err
+
+
+def test_run_missing_space_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.py")]) == 5
+    err = capsys.readouterr().err
+    assert "nope.py' not found" in err
+    assert "Traceback" not in err
+
+
+def test_run_space_file_with_syntax_error(tmp_path, capsys):
+    path = tmp_path / "broken.py"
+    path.write_text("SPACE = (\n")
+    assert main(["run", str(path)]) == 5
+    assert "has a syntax error at line 1" in capsys.readouterr().err
+
+
+def test_run_space_file_without_space(tmp_path, capsys):
+    path = tmp_path / "empty.py"
+    path.write_text("x = 1\n")
+    assert main(["run", str(path)]) == 5
+    assert (
+        "must bind SPACE to a blocksearch.Space, found nothing"
+        in capsys.readouterr().err
+    )
+
+
+def test_run_space_file_with_bad_preset(tmp_path, capsys):
+    path = tmp_path / "bad_preset.py"
+    path.write_text(
+        "from blocksearch import PlacementSearch, Space\n"
+        "SPACE = Space(name='x', depths=(2,), search=PlacementSearch(),\n"
+        "              presets={'mine': 'linear bn + tahn'})\n"
+    )
+    assert main(["run", str(path)]) == 5
+    err = capsys.readouterr().err
+    assert "preset 'mine' is invalid" in err
+    assert "unknown op 'tahn'" in err
+
+
+def test_run_missing_dataset_leaves_no_storage(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    code = main(
+        [
+            "run",
+            str(tiny_space),
+            "--data",
+            str(tmp_path / "missing"),
+            "--storage",
+            str(storage),
+        ]
+    )
+    assert code == 4
+    err = capsys.readouterr().err
+    assert "missing" in err
+    assert "Traceback" not in err
+    assert not storage.exists()
+
+
+def test_run_dataset_from_environment(tiny_space, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BLOCKSEARCH_DATA", str(tmp_path / "from_env"))
+    assert main(["run", str(tiny_space), "--storage", str(tmp_path / "s.journal")]) == 4
+    assert "from_env" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--depths", "abc", "depth 'abc' in 'abc' is not a positive integer"),
+        ("--depths", "20,0", "depth '0' in '20,0' is not a positive integer"),
+        ("--depths", ",", "names no depth"),
+        ("--trials", "0", "'0' must be a positive integer"),
+        ("--epochs", "two", "'two' is not an integer"),
+    ],
+)
+def test_run_rejects_bad_numbers(tiny_space, capsys, option, value, message):
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(tiny_space), option, value])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_rejects_unavailable_cuda(tiny_space, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available on this machine")
+    assert main(["run", str(tiny_space), "--device", "cuda"]) == 1
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_run_rejects_invalid_device(tiny_space, capsys):
+    assert main(["run", str(tiny_space), "--device", "tpu9"]) == 1
+    assert "invalid device 'tpu9'" in capsys.readouterr().err
+
+
+def test_run_unwritable_storage(tiny_space, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["run", str(tiny_space), "--storage", str(blocker / "s.journal")])
+    assert code == 6
+    assert "cannot create storage file" in capsys.readouterr().err
+
+
+def test_show_without_storage(tiny_space, tmp_path, capsys):
+    code = main(["show", str(tiny_space), "--storage", str(tmp_path / "none.journal")])
+    assert code == 6
+    assert "not found; run 'blocksearch run" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback():
+    from blocksearch.errors import DslError
+
+    with pytest.raises(DslError):
+        main(["--debug", "compile", "linear bn + tahn"])
+
+
+def test_ops_lists_registered_ops(capsys):
+    assert main(["ops"]) == 0
+    out = capsys.readouterr().out
+    assert "dropout(p: float)" in out
+    assert "leaky_relu(slope: float = 0.01)" in out

@@ -1,0 +1,260 @@
+"""End-to-end runs of a space on synthetic data, through the command line."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from blocksearch.cli import main
+from blocksearch.presets import PRESETS
+from blocksearch.study import open_storage
+
+
+def _load(path, name="tiny-depth2"):
+    return optuna.load_study(study_name=name, storage=open_storage(path))
+
+
+def test_run_creates_presets_then_sampled_trials(tiny_space, tmp_path):
+    storage = tmp_path / "studies" / "tiny.journal"
+    code = main(
+        [
+            "run",
+            str(tiny_space),
+            "--depths",
+            "2",
+            "--storage",
+            str(storage),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+
+    trials = _load(storage).get_trials()
+    assert len(trials) == 4
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert [t.user_attrs.get("preset") for t in trials[:3]] == [
+        "control",
+        "exp1",
+        "exp2",
+    ]
+    assert "preset" not in trials[3].user_attrs
+    for trial, name in zip(trials[:3], ["control", "exp1", "exp2"], strict=True):
+        assert trial.user_attrs["dsl"] == PRESETS[name]
+
+
+def test_run_stores_metrics_per_epoch(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "1",
+                "--epochs",
+                "3",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+
+    (trial,) = _load(storage).get_trials()
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
+    assert trial.value == trial.intermediate_values[3]
+    attrs = trial.user_attrs
+    assert attrs["seed"] == 42
+    assert attrs["depth"] == 2
+    for key in ("train_loss", "test_accuracy", "learning_rate", "dead_neuron_rate"):
+        assert len(attrs[key]) == 3, key
+        assert all(math.isfinite(v) for v in attrs[key]), key
+    assert attrs["learning_rate"][0] == pytest.approx(1e-3)
+    assert [len(norms) for norms in attrs["block_grad_norms"]] == [2, 2, 2]
+    assert all(n > 0 for n in attrs["block_grad_norms"][0])
+    assert attrs["test_accuracy"] == [trial.intermediate_values[e] for e in (1, 2, 3)]
+
+
+def test_second_run_adds_trials_without_preset_copies(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    args = ["run", str(tiny_space), "--depths", "2", "--storage", str(storage)]
+    assert main([*args, "--trials", "4"]) == 0
+    assert main([*args, "--trials", "6"]) == 0
+
+    trials = _load(storage).get_trials()
+    assert len(trials) == 6
+    presets = [t.user_attrs["preset"] for t in trials if "preset" in t.user_attrs]
+    assert presets == ["control", "exp1", "exp2"]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_run_with_few_trials_enqueues_only_those(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    args = ["run", str(tiny_space), "--depths", "2", "--storage", str(storage)]
+    assert main([*args, "--trials", "2"]) == 0
+    trials = _load(storage).get_trials()
+    assert [t.user_attrs.get("preset") for t in trials] == ["control", "exp1"]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+    assert main([*args, "--trials", "3"]) == 0
+    trials = _load(storage).get_trials()
+    assert [t.user_attrs.get("preset") for t in trials] == ["control", "exp1", "exp2"]
+
+
+def test_run_twice_same_trials_runs_nothing(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    args = [
+        "run",
+        str(tiny_space),
+        "--depths",
+        "2",
+        "--trials",
+        "3",
+        "--storage",
+        str(storage),
+    ]
+    assert main(args) == 0
+    before = storage.read_bytes()
+    assert main(args) == 0
+    assert len(_load(storage).get_trials()) == 3
+    assert storage.read_bytes() == before
+
+
+def test_run_each_depth_gets_a_study(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--trials",
+                "1",
+                "--epochs",
+                "1",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    names = sorted(
+        s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))
+    )
+    assert names == ["tiny-depth2", "tiny-depth3"]
+
+
+def test_run_default_storage_named_after_space(tiny_space, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(
+            ["run", str(tiny_space), "--depths", "2", "--trials", "1", "--epochs", "1"]
+        )
+        == 0
+    )
+    assert (tmp_path / "studies" / "tiny.journal").is_file()
+
+
+def test_run_rejects_changed_epochs(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    args = [
+        "run",
+        str(tiny_space),
+        "--depths",
+        "2",
+        "--trials",
+        "1",
+        "--storage",
+        str(storage),
+    ]
+    assert main([*args, "--epochs", "1"]) == 0
+    before = storage.read_bytes()
+    assert main([*args, "--trials", "2", "--epochs", "2"]) == 6
+    err = capsys.readouterr().err
+    assert "epochs: stored 1, requested 2" in err
+    assert storage.read_bytes() == before
+
+
+def test_run_same_seed_reproduces_trial(tiny_space, tmp_path):
+    values = []
+    for name in ("a", "b"):
+        storage = tmp_path / f"{name}.journal"
+        assert (
+            main(
+                [
+                    "run",
+                    str(tiny_space),
+                    "--depths",
+                    "2",
+                    "--trials",
+                    "1",
+                    "--storage",
+                    str(storage),
+                ]
+            )
+            == 0
+        )
+        values.append(_load(storage).trials[0].user_attrs["train_loss"])
+    assert values[0] == values[1]
+
+
+def test_run_real_space_file_on_synthetic_data(tmp_path):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                "spaces/tanh_placements.py",
+                "--depths",
+                "2",
+                "--trials",
+                "4",
+                "--epochs",
+                "1",
+                "--data",
+                "synthetic",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    study = _load(storage, "tanh_placements-depth2")
+    trials = study.get_trials()
+    assert [t.user_attrs.get("preset") for t in trials[:3]] == [
+        "control",
+        "exp1",
+        "exp2",
+    ]
+    assert study.user_attrs["dataset"] == "synthetic"
+
+
+def test_show_prints_presets_and_best(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "5",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["show", str(tiny_space), "--storage", str(storage)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-depth2: 5 finished trials" in out
+    for name in ("control", "exp1", "exp2", "#3", "#4"):
+        assert name in out
+    assert "epoch 2" in out

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from blocksearch import ops
-from blocksearch.dsl import Block, Op, Stage, format_block, parse_block
+from blocksearch.dsl import (
+    Block,
+    Design,
+    Op,
+    Stage,
+    format_block,
+    parse_block,
+    parse_design,
+)
 from blocksearch.errors import DslError
 
 __all__ = ["ResidualBlock", "ResidualMLP", "ResidualStage", "build_block"]
@@ -82,8 +90,8 @@ class ResidualMLP(nn.Module):
     """Residual MLP classifier: stem, ``depth`` residual blocks, linear head.
 
     Args:
-        design: One block design used at every depth, or a sequence of
-            ``depth`` designs, one per block.
+        design: A block used at every depth, a network design with regions
+            (record or text), or a sequence of ``depth`` blocks.
         depth: Number of residual blocks.
         width: Features inside the network.
         in_features: Features of a flattened input, e.g. 3072 for CIFAR-10.
@@ -95,7 +103,7 @@ class ResidualMLP(nn.Module):
 
     def __init__(
         self,
-        design: Block | str | Sequence[Block | str],
+        design: Block | Design | str | Sequence[Block | str],
         *,
         depth: int,
         width: int = 256,
@@ -145,11 +153,14 @@ class ResidualMLP(nn.Module):
 
 
 def _designs_per_block(
-    design: Block | str | Sequence[Block | str], depth: int
+    design: Block | Design | str | Sequence[Block | str], depth: int
 ) -> list[Block]:
-    if isinstance(design, (Block, str)):
-        parsed = parse_block(design) if isinstance(design, str) else design
-        return [parsed] * depth
+    if isinstance(design, Block):
+        return [design] * depth
+    if isinstance(design, str):
+        design = parse_design(design)
+    if isinstance(design, Design):
+        return design.blocks(depth)
     designs = [parse_block(d) if isinstance(d, str) else d for d in design]
     if len(designs) != depth:
         raise ValueError(

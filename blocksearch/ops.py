@@ -9,6 +9,8 @@ the builder and the canonical printer then treat them like built-in ones.
 from __future__ import annotations
 
 import enum
+import importlib.metadata
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +20,15 @@ from torch import Tensor, nn
 
 from blocksearch.errors import DslError
 
+logger = logging.getLogger("blocksearch.ops")
+
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "OpDef",
     "OpKind",
     "Param",
     "get_op",
+    "load_plugins",
     "op_names",
     "register_op",
     "unregister_op",
@@ -92,6 +98,44 @@ class OpDef:
 
 _REGISTRY: dict[str, OpDef] = {}
 
+#: Entry-point group through which installed packages contribute ops. Each
+#: entry point names an ``OpDef`` to register, or a function of no arguments
+#: that registers ops itself.
+ENTRY_POINT_GROUP = "blocksearch.ops"
+
+_plugins_loaded = False
+
+
+def load_plugins() -> list[str]:
+    """Register the ops of every installed ``blocksearch.ops`` entry point, once.
+
+    A plug-in that fails to load is logged and skipped, so one broken package
+    does not disable the others. Returns the names of the loaded entry points.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return []
+    _plugins_loaded = True
+    loaded = []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = entry_point.load()
+            if isinstance(target, OpDef):
+                _REGISTRY.setdefault(target.name, target)
+            else:
+                target()
+        except Exception as error:  # third-party code: report, do not crash
+            logger.warning(
+                "skipped plug-in ops %r (%s): %s: %s",
+                entry_point.name,
+                entry_point.value,
+                type(error).__name__,
+                error,
+            )
+            continue
+        loaded.append(entry_point.name)
+    return loaded
+
 
 def register_op(
     name: str,
@@ -142,6 +186,7 @@ def get_op(name: str) -> OpDef:
     Raises:
         DslError: If no op of that name is registered.
     """
+    load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -152,10 +197,12 @@ def get_op(name: str) -> OpDef:
 
 def op_names() -> list[str]:
     """Return the names of all registered ops, sorted."""
+    load_plugins()
     return sorted(_REGISTRY)
 
 
 def is_registered(name: str) -> bool:
+    load_plugins()
     return name in _REGISTRY
 
 

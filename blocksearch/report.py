@@ -9,15 +9,23 @@ the caller prints them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
 from blocksearch.study import trial_label
 
-__all__ = ["checkpoint_epochs", "select_rows", "study_table"]
+__all__ = [
+    "THEORY_STATISTICS",
+    "checkpoint_epochs",
+    "rank_correlation",
+    "select_rows",
+    "study_table",
+    "theory_table",
+]
 
 #: Epochs the reference tables show, when a study ran that long.
 REFERENCE_EPOCHS = (10, 20, 30, 50)
@@ -49,6 +57,7 @@ def select_rows(study: optuna.Study, top: int = 5) -> list[FrozenTrial]:
         t
         for t in trials
         if not t.user_attrs.get("preset")
+        and "duplicate_of" not in t.user_attrs
         and t.state == TrialState.COMPLETE
         and t.value is not None
     ]
@@ -108,5 +117,78 @@ def study_table(study: optuna.Study, top: int = 5) -> Table:
             _percent(max(accuracies, default=math.nan)),
             _percent(dead[-1] if dead else math.nan),
             trial.user_attrs.get("dsl", "?"),
+        )
+    return table
+
+
+#: Path statistics held against the objective, by label: how each is read from
+#: a trial's ``path_stats`` user attribute.
+THEORY_STATISTICS: dict[str, Callable[[dict], float]] = {
+    "mean activations per path": lambda s: s["activations"]["mean"],
+    "min activations per path": lambda s: s["activations"]["min"],
+    "max activations per path": lambda s: s["activations"]["max"],
+    "mean weight layers per path": lambda s: s["weight_layers"]["mean"],
+    "skip-chain activations": lambda s: s["skip_chain_activations"],
+    "activation-free path fraction": lambda s: s["activation_free_fraction"],
+}
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Return 1-based ranks, ties sharing the mean of their ranks."""
+    array = np.asarray(values, dtype=float)
+    order = np.argsort(array, kind="stable")
+    ranks = np.empty(len(array))
+    position = 0
+    while position < len(array):
+        end = position
+        while end + 1 < len(array) and array[order[end + 1]] == array[order[position]]:
+            end += 1
+        ranks[order[position : end + 1]] = (position + end) / 2 + 1
+        position = end + 1
+    return ranks
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Return Spearman's rank correlation of ``x`` and ``y``, ties averaged.
+
+    NaN when fewer than 3 pairs exist or either side is constant, because the
+    correlation is then undefined.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"got {len(x)} and {len(y)} values; give equal counts")
+    if len(x) < 3:
+        return math.nan
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def theory_table(study: optuna.Study) -> Table:
+    """Build the table of rank correlations between path statistics and outcome.
+
+    Each complete trial that was trained (duplicates left out) and has path
+    statistics contributes one pair per statistic.
+    """
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "path_stats" in t.user_attrs and "duplicate_of" not in t.user_attrs
+    ]
+    values = [t.value for t in trials]
+    table = Table(
+        title=f"{study.study_name}: path statistics against the objective",
+        title_justify="left",
+        caption="Spearman rank correlation; '-' where fewer than 3 trials or "
+        "a constant statistic leave it undefined",
+    )
+    table.add_column("statistic")
+    table.add_column("rank correlation", justify="right")
+    table.add_column("trials", justify="right")
+    for label, read in THEORY_STATISTICS.items():
+        statistic = [read(t.user_attrs["path_stats"]) for t in trials]
+        rho = rank_correlation(statistic, values)
+        table.add_row(
+            label, "-" if math.isnan(rho) else f"{rho:+.3f}", str(len(trials))
         )
     return table

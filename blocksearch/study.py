@@ -23,9 +23,10 @@ from typing import Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from blocksearch.analysis import analyse
 from blocksearch.builder import ResidualMLP
 from blocksearch.data import Dataset
-from blocksearch.dsl import canonical
+from blocksearch.dsl import canonical, design_hash, parse_design
 from blocksearch.errors import SpaceError, StudyError
 from blocksearch.space import Space
 from blocksearch.train import (
@@ -104,6 +105,8 @@ class StudyPlan:
     trials: int  # total per study, counting finished trials already there
     epochs: int
     seed: int
+    #: Train a sampled design again even when an equal one already finished.
+    repeat_duplicates: bool = False
 
 
 class RunReporter(Protocol):
@@ -194,10 +197,27 @@ def _make_objective(
                 f"search produced {design!r} from its parameters; "
                 "params_for and suggest of the space's search disagree"
             )
+        identity = design_hash(parse_design(design).at_depth(plan.depth))
         trial.set_user_attr("dsl", design)
+        trial.set_user_attr("design_hash", identity)
         trial.set_user_attr("seed", plan.seed)
         trial.set_user_attr("depth", plan.depth)
+        trial.set_user_attr("path_stats", _path_stats(design, plan.depth))
         reporter.trial_started(plan, trial, trial_label(trial))
+
+        # duplicates: a design already trained at this depth and seed is not
+        # trained again; the trial records the earlier trial and its value
+        if preset is None and not plan.repeat_duplicates:
+            earlier = _finished_twin(trial, identity)
+            if earlier is not None:
+                trial.set_user_attr("duplicate_of", earlier.number)
+                logger.info(
+                    "trial %d repeats trial %d (%s); not trained again",
+                    trial.number,
+                    earlier.number,
+                    design,
+                )
+                return float(earlier.value)
 
         # model: seeded so a design at a seed always starts from the same weights
         seed_everything(plan.seed)
@@ -243,27 +263,49 @@ def _make_objective(
     return objective
 
 
+def _path_stats(design: str, depth: int) -> dict[str, object]:
+    stats = analyse(design, depth).to_dict()
+    # Path counts exceed the integers that JSON readers such as the dashboard's
+    # JavaScript hold exactly, so the count is stored as text.
+    stats["paths"] = str(stats["paths"])
+    return stats
+
+
+def _finished_twin(trial: optuna.Trial, identity: str) -> FrozenTrial | None:
+    """Return the first complete trial of the same design hash, if any."""
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.user_attrs.get("design_hash") == identity:
+            return other
+    return None
+
+
 def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    label = trial_label(trial)
-    dsl = trial.user_attrs.get("dsl", "?")
-    accuracies = trial.user_attrs.get("test_accuracy") or [math.nan]
-    losses = trial.user_attrs.get("train_loss") or [math.nan]
+    attrs = trial.user_attrs
+    accuracies = attrs.get("test_accuracy", [])
+    losses = attrs.get("train_loss", [])
+    if "duplicate_of" in attrs:
+        outcome = f"repeats trial {attrs['duplicate_of']}, accuracy {trial.value:.2%}"
+    elif accuracies:
+        outcome = (
+            f"after {len(accuracies)} epochs: accuracy {accuracies[-1]:.2%}, "
+            f"loss {losses[-1]:.4f}"
+        )
+    else:
+        outcome = "before its first epoch"
     try:
         best = study.best_trial
         best_text = f"best {best.value:.2%} ({trial_label(best)})"
     except ValueError:
         best_text = "no complete trial yet"
     logger.info(
-        "%s trial %d (%s) %s after %d epochs: accuracy %.2f%%, loss %.4f; %s; %s",
+        "%s trial %d (%s) %s %s; %s; %s",
         study.study_name,
         trial.number,
-        label,
+        trial_label(trial),
         trial.state.name.lower(),
-        len(accuracies) if accuracies != [math.nan] else 0,
-        100 * accuracies[-1],
-        losses[-1],
+        outcome,
         best_text,
-        dsl,
+        attrs.get("dsl", "?"),
     )
 
 
@@ -351,6 +393,7 @@ def run_space(
     trials: int | None = None,
     epochs: int | None = None,
     seed: int | None = None,
+    repeat_duplicates: bool = False,
     device: str = "cpu",
     reporter: RunReporter | None = None,
 ) -> list[optuna.Study]:
@@ -366,6 +409,7 @@ def run_space(
             trials=trials if trials is not None else space.trials,
             epochs=epochs if epochs is not None else space.train.epochs,
             seed=seed if seed is not None else space.train.seed,
+            repeat_duplicates=repeat_duplicates,
         )
         for depth in (depths if depths is not None else space.depths)
     ]

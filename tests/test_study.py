@@ -255,6 +255,120 @@ def test_show_prints_presets_and_best(tiny_space, tmp_path, capsys):
     assert main(["show", str(tiny_space), "--storage", str(storage)]) == 0
     out = capsys.readouterr().out
     assert "tiny-depth2: 5 finished trials" in out
-    for name in ("control", "exp1", "exp2", "#3", "#4"):
+    for name in ("control", "exp1", "exp2"):
         assert name in out
+    for trial in _load(storage).get_trials()[3:]:
+        if "duplicate_of" in trial.user_attrs:
+            assert f"#{trial.number}" not in out
+        else:
+            assert f"#{trial.number}" in out
     assert "epoch 2" in out
+
+
+def test_run_stores_path_stats_and_hash(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "2",
+                "--epochs",
+                "1",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    control, exp1 = _load(storage).get_trials()
+    assert control.user_attrs["path_stats"]["paths"] == "16"
+    assert control.user_attrs["path_stats"]["activations"]["mean"] == 4.0
+    assert exp1.user_attrs["path_stats"]["activations"]["mean"] == 2.0
+    assert control.user_attrs["design_hash"] != exp1.user_attrs["design_hash"]
+    assert len(control.user_attrs["design_hash"]) == 12
+
+
+SINGLE_DESIGN_SPACE = """
+from blocksearch import PlacementSearch, Space, TrainConfig
+from blocksearch.presets import PRESETS
+
+SPACE = Space(
+    name="single",
+    depths=(2,),
+    # Every sampled trial proposes tanh after the add: the control design.
+    search=PlacementSearch(choices=("post", "skip")),
+    presets={"control": PRESETS["control"]},
+    width=16,
+    dataset="synthetic",
+    train=TrainConfig(epochs=1, batch_size=64),
+    trials=3,
+)
+"""
+
+
+def _single_design_space(tmp_path, monkeypatch):
+    path = tmp_path / "single.py"
+    path.write_text(SINGLE_DESIGN_SPACE)
+    # Force the sampler onto the control placement for every sampled trial.
+    monkeypatch.setattr(
+        optuna.samplers.TPESampler,
+        "sample_independent",
+        lambda self, study, trial, name, distribution: "post",
+    )
+    return path
+
+
+def test_duplicate_design_not_trained(tmp_path, monkeypatch):
+    space = _single_design_space(tmp_path, monkeypatch)
+    storage = tmp_path / "s.journal"
+    assert main(["run", str(space), "--storage", str(storage)]) == 0
+
+    control, first, second = _load(storage, "single-depth2").get_trials()
+    assert control.user_attrs["preset"] == "control"
+    for trial in (first, second):
+        assert trial.user_attrs["duplicate_of"] == 0
+        assert trial.value == control.value
+        assert "train_loss" not in trial.user_attrs
+        assert trial.user_attrs["design_hash"] == control.user_attrs["design_hash"]
+
+
+def test_repeat_duplicates_trains_again(tmp_path, monkeypatch):
+    space = _single_design_space(tmp_path, monkeypatch)
+    storage = tmp_path / "s.journal"
+    assert (
+        main(["run", str(space), "--storage", str(storage), "--repeat-duplicates"]) == 0
+    )
+    trials = _load(storage, "single-depth2").get_trials()
+    assert all("duplicate_of" not in t.user_attrs for t in trials)
+    assert all(len(t.user_attrs["train_loss"]) == 1 for t in trials)
+
+
+def test_show_theory_prints_correlations(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "5",
+                "--epochs",
+                "1",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["show", str(tiny_space), "--storage", str(storage), "--theory"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-depth2: path statistics against the objective" in out
+    assert "mean activations per path" in out
+    assert "skip-chain activations" in out

@@ -1,0 +1,281 @@
+"""The ``blocksearch`` command: run, show, compile, check and ops.
+
+User mistakes end with one message and an exit code (see
+:mod:`blocksearch.errors`); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+from blocksearch import __version__
+
+__all__ = ["main"]
+
+logger = logging.getLogger("blocksearch")
+
+
+# ---------------------------------------------------------------------------
+# Argument types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an integer; give a positive whole number"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+def _depth_list(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no depth; give positive integers separated by "
+            "commas, e.g. 15,20"
+        )
+    depths = []
+    for part in parts:
+        try:
+            depths.append(_positive_int(part))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"depth {part!r} in {text!r} is not a positive integer; "
+                "give positive integers separated by commas, e.g. 15,20"
+            ) from None
+    return list(dict.fromkeys(depths))
+
+
+# ---------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blocksearch",
+        description=(
+            "Search where activations belong in residual blocks: compile block "
+            "descriptions and run Optuna studies per network depth."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show full tracebacks and debug logs instead of one-line errors",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run the studies of a space file (resumes where it stopped)",
+        description=(
+            "Run one Optuna study per depth of a space file. Presets run first, "
+            "then sampled designs. Running the same command again resumes: "
+            "finished trials count toward --trials and presets are not repeated."
+        ),
+    )
+    run.add_argument(
+        "space", help="path of a space file, e.g. spaces/tanh_placements.py"
+    )
+    run.add_argument(
+        "--depths",
+        type=_depth_list,
+        help="comma-separated numbers of residual blocks, e.g. 15,20 "
+        "(default: the space's depths)",
+    )
+    run.add_argument(
+        "--trials",
+        type=_positive_int,
+        help="total trials per study, counting finished trials already stored "
+        "(default: the space's value)",
+    )
+    run.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="training epochs per trial (default: the space's value)",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        help="seed of weights, data order and sampler (default: the space's value)",
+    )
+    _add_data_options(run)
+    _add_storage_options(run)
+    run.add_argument(
+        "--device",
+        default="auto",
+        help="device to train on: auto (CUDA when available), cpu, cuda or "
+        "cuda:N (default: auto)",
+    )
+    run.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads (default: torch's own choice)",
+    )
+    run.add_argument(
+        "--repeat-duplicates",
+        action="store_true",
+        help="train a sampled design again even when an equal design already "
+        "finished at this depth (default: reuse the earlier trial's value)",
+    )
+
+    show = commands.add_parser(
+        "show",
+        help="print the presets beside the best designs of each study",
+        description="Print, per depth, the presets beside the best sampled designs.",
+    )
+    show.add_argument("space", help="path of the space file the studies ran")
+    _add_storage_options(show)
+    show.add_argument(
+        "--top",
+        type=int,
+        default=5,
+        help="sampled designs to list per study, best first (default: 5)",
+    )
+    show.add_argument(
+        "--theory",
+        action="store_true",
+        help="print, per study, the Spearman rank correlation between each "
+        "path statistic and the objective across complete trials",
+    )
+
+    compile_ = commands.add_parser(
+        "compile",
+        help="print a design's canonical form, hash, module and path statistics",
+        description="Parse a block or network design and print its canonical "
+        "form, its hash, the PyTorch module it compiles to and the statistics "
+        "of its gradient paths.",
+    )
+    compile_.add_argument(
+        "dsl", help="design, e.g. 'linear bn + tanh' or '1/3: exp1; control'"
+    )
+    compile_.add_argument(
+        "--width",
+        type=_positive_int,
+        default=256,
+        help="features per block (default: 256)",
+    )
+    compile_.add_argument(
+        "--depth",
+        type=_positive_int,
+        help="number of blocks: build the whole network and analyse its paths "
+        "(default: one block; required for designs with regions)",
+    )
+    output = compile_.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: canonical, hash and path statistics",
+    )
+    output.add_argument(
+        "--mermaid",
+        action="store_true",
+        help="print a Mermaid flowchart of each distinct block",
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="report every error in a design or a file of designs",
+        description="Parse a design, or a file of designs separated by blank "
+        "lines ('#' starts a comment), and report every error, not only the "
+        "first. Exits with 3 when there is any.",
+    )
+    check.add_argument("target", metavar="FILE_OR_DSL", help="a file path or a design")
+
+    commands.add_parser("ops", help="list the registered ops and their arguments")
+    return parser
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="dataset: 'cifar10' (torchvision download), a folder with train/ "
+        "and test/ class folders (ImageFolder layout), a folder holding "
+        "torchvision's cifar-10-batches-py, or 'synthetic' for a tiny test set "
+        "(default: $BLOCKSEARCH_DATA, else the space's dataset)",
+    )
+
+
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="study storage: a journal file path, or a database URL such as "
+        "sqlite:///studies/x.db or postgresql://user@host/db "
+        "(default: <studies-dir>/<space name>.journal)",
+    )
+    parser.add_argument(
+        "--studies-dir",
+        default="studies",
+        metavar="DIR",
+        help="folder of the default journal file (default: studies)",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Dispatch
+
+# Command modules import torch; loading them only when a command runs keeps
+# --help fast.
+COMMANDS = {
+    "run": ("blocksearch.cli.run", "command_run"),
+    "show": ("blocksearch.cli.inspect", "command_show"),
+    "compile": ("blocksearch.cli.inspect", "command_compile"),
+    "check": ("blocksearch.cli.inspect", "command_check"),
+    "ops": ("blocksearch.cli.inspect", "command_ops"),
+}
+
+
+def _configure_logging(console: Console, debug: bool) -> None:
+    handler = RichHandler(console=console, show_path=debug, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    from blocksearch.errors import BlocksearchError
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    out = Console()
+    _configure_logging(console, args.debug)
+    module_name, function_name = COMMANDS[args.command]
+    try:
+        command = getattr(importlib.import_module(module_name), function_name)
+        return command(args, console if args.command == "run" else out)
+    except BlocksearchError as error:
+        if args.debug:
+            raise
+        # soft_wrap keeps a caret under the character it points at
+        console.print(
+            Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True
+        )
+        return error.exit_code
+    except KeyboardInterrupt:
+        console.print(
+            "interrupted; the running trial is marked failed. "
+            "Run the same command again to resume.",
+            soft_wrap=True,
+        )
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

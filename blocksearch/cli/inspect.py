@@ -1,0 +1,150 @@
+"""Commands that inspect designs and studies: show, compile, check and ops."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from blocksearch import ops
+from blocksearch.analysis import PathStats, analyse
+from blocksearch.builder import ResidualMLP, build_block
+from blocksearch.cli.run import storage_location
+from blocksearch.dsl import (
+    check_text,
+    design_hash,
+    format_design,
+    normalize,
+    parse_design,
+)
+from blocksearch.errors import DslError, StudyError
+from blocksearch.mermaid import design_flowchart
+from blocksearch.report import study_table, theory_table
+from blocksearch.space import load_space
+from blocksearch.study import open_storage, study_name
+
+
+def command_show(args: argparse.Namespace, console: Console) -> int:
+    space = load_space(args.space)
+    location = storage_location(args, space)
+    if "://" not in location and not Path(location).is_file():
+        raise StudyError(
+            f"storage file {location!r} not found; run "
+            f"'blocksearch run {args.space}' first, or pass --storage"
+        )
+    storage = open_storage(location)
+    names = set(optuna.get_all_study_names(storage))
+    shown = 0
+    for depth in space.depths:
+        name = study_name(space, depth)
+        if name not in names:
+            continue
+        study = optuna.load_study(study_name=name, storage=storage)
+        if args.theory:
+            console.print(theory_table(study))
+        else:
+            console.print(study_table(study, top=args.top))
+        shown += 1
+    if not shown:
+        raise StudyError(
+            f"storage {location!r} has no study of space {space.name!r}; run "
+            f"'blocksearch run {args.space}' first"
+        )
+    return 0
+
+
+def _print_plain(console: Console, text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _stats_lines(stats: PathStats) -> list[str]:
+    acts, weights = stats.activations, stats.weight_layers
+    share = stats.activation_free_paths / stats.paths
+    return [
+        f"paths through the blocks: {stats.paths:,} (2^{stats.log2_paths:g})",
+        f"activations per path: min {acts.min}, mean {acts.mean:g}, max {acts.max}",
+        f"weight layers per path: min {weights.min}, mean {weights.mean:g}, "
+        f"max {weights.max}",
+        f"activations on the pure skip chain: {stats.skip_chain_activations}",
+        f"paths without activations: {stats.activation_free_paths:,} ({share:.3g})",
+    ]
+
+
+def command_compile(args: argparse.Namespace, console: Console) -> int:
+    design = normalize(parse_design(args.dsl))
+    depth = args.depth
+    if depth is None and design.block is None:
+        raise DslError(
+            f"design {format_design(design)!r} has regions, so its network "
+            "depends on the depth; pass --depth N"
+        )
+    at_depth = design.at_depth(depth or 1)
+    canonical_text = format_design(design)
+
+    if args.mermaid:
+        _print_plain(console, design_flowchart(design))
+        return 0
+    stats = analyse(design, depth or 1)
+    if args.json:
+        record = {
+            "canonical": canonical_text,
+            "hash": design_hash(design),
+            "depth": stats.depth,
+            "canonical_at_depth": format_design(at_depth),
+            "hash_at_depth": design_hash(at_depth),
+            **stats.to_dict(),
+        }
+        _print_plain(console, json.dumps(record, indent=2))
+        return 0
+
+    if depth is None:
+        module = build_block(design.block, args.width)
+    else:
+        module = ResidualMLP(design, depth=depth, width=args.width)
+    parameters = sum(p.numel() for p in module.parameters())
+    _print_plain(console, canonical_text)
+    _print_plain(console, f"hash: {design_hash(design)}")
+    _print_plain(console, str(module))
+    _print_plain(console, f"parameters: {parameters:,}")
+    _print_plain(console, f"path statistics at depth {stats.depth}:")
+    for line in _stats_lines(stats):
+        _print_plain(console, f"  {line}")
+    return 0
+
+
+def command_check(args: argparse.Namespace, console: Console) -> int:
+    path = Path(args.target)
+    if path.is_file():
+        text = path.read_text()
+        label = str(path)
+    else:
+        text = args.target
+        label = "the argument"
+    errors = check_text(text)
+    if not text.strip():
+        errors = [DslError("the text is empty; write at least one design")]
+    for error in errors:
+        console.print(
+            Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True
+        )
+    if errors:
+        noun = "error" if len(errors) == 1 else "errors"
+        _print_plain(console, f"{len(errors)} {noun} in {label}")
+        return DslError.exit_code
+    _print_plain(console, f"no errors in {label}")
+    return 0
+
+
+def command_ops(args: argparse.Namespace, console: Console) -> int:
+    table = Table("op", "kind", "description")
+    table.columns[0].no_wrap = True
+    for name in ops.op_names():
+        definition = ops.get_op(name)
+        table.add_row(definition.signature(), definition.kind.value, definition.doc)
+    console.print(table)
+    return 0

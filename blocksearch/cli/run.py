@@ -1,0 +1,176 @@
+"""The ``run`` command and its progress display."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from blocksearch.study import default_storage_path, study_name
+
+logger = logging.getLogger("blocksearch")
+
+
+class RichReporter:
+    """Draws one progress bar per study, counting epochs of the trials to run."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+        self.epochs_done: dict[str, int] = {}
+
+    def study_started(self, plan, finished: int) -> None:
+        name = study_name(plan.space, plan.depth)
+        remaining = max(0, plan.trials - finished)
+        self.tasks[name] = self.progress.add_task(
+            name,
+            total=remaining * plan.epochs,
+            trial="",
+            epoch="",
+            loss="",
+            accuracy="",
+        )
+
+    def trial_started(self, plan, trial, label: str) -> None:
+        name = self._name(plan)
+        self.epochs_done[name] = 0
+        self.progress.update(
+            self.tasks[name],
+            trial=f"trial {trial.number} ({label})",
+            epoch=f"epoch 0/{plan.epochs}",
+            loss="",
+            accuracy="",
+        )
+
+    def epoch_finished(self, plan, metrics) -> None:
+        name = self._name(plan)
+        self.epochs_done[name] += 1
+        self.progress.update(
+            self.tasks[name],
+            advance=1,
+            epoch=f"epoch {metrics.epoch}/{plan.epochs}",
+            loss=f"loss {metrics.train_loss:.4f}",
+            accuracy=f"acc {100 * metrics.test_accuracy:.2f}%",
+        )
+
+    def trial_finished(self, plan, trial) -> None:
+        # A pruned trial skips its remaining epochs; keep the bar's total true.
+        name = self._name(plan)
+        skipped = plan.epochs - self.epochs_done.get(name, plan.epochs)
+        if skipped > 0:
+            self.progress.update(self.tasks[name], advance=skipped)
+        self.epochs_done[name] = plan.epochs
+
+    @staticmethod
+    def _name(plan) -> str:
+        return study_name(plan.space, plan.depth)
+
+
+def make_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.fields[trial]}"),
+        TextColumn("{task.fields[epoch]}"),
+        TextColumn("{task.fields[loss]}"),
+        TextColumn("{task.fields[accuracy]}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def storage_location(args: argparse.Namespace, space) -> str:
+    if args.storage:
+        return args.storage
+    return str(default_storage_path(space, args.studies_dir))
+
+
+def load_data(source: str, console: Console):
+    from blocksearch import data
+
+    with Progress(
+        TextColumn("loading {task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(source, total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        dataset = data.load_dataset(source, on_progress=on_progress)
+    logger.info(
+        "dataset %s: %d train and %d test images, %d features, %d classes",
+        dataset.name,
+        len(dataset.train_labels),
+        len(dataset.test_labels),
+        dataset.in_features,
+        dataset.num_classes,
+    )
+    return dataset
+
+
+def command_run(args: argparse.Namespace, console: Console) -> int:
+    import optuna
+    import torch
+
+    from blocksearch.data import DATA_ENV_VAR
+    from blocksearch.space import load_space
+    from blocksearch.study import open_storage, run_space
+    from blocksearch.train import resolve_device
+
+    space = load_space(args.space)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source = args.data or os.environ.get(DATA_ENV_VAR) or space.dataset
+    # Data first: a bad dataset must not leave a new, empty storage file.
+    dataset = load_data(source, console)
+    location = storage_location(args, space)
+    storage = open_storage(location)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    logger.info("space %s, storage %s, device %s", space.name, location, device)
+    started = time.perf_counter()
+    with make_progress(console) as progress:
+        studies = run_space(
+            space,
+            dataset,
+            storage=storage,
+            depths=args.depths,
+            trials=args.trials,
+            epochs=args.epochs,
+            seed=args.seed,
+            repeat_duplicates=args.repeat_duplicates,
+            device=str(device),
+            reporter=RichReporter(progress),
+        )
+    logger.info(
+        "finished %d studies in %.0f s; inspect them with: blocksearch show %s%s",
+        len(studies),
+        time.perf_counter() - started,
+        args.space,
+        f" --storage {args.storage}" if args.storage else "",
+    )
+    return 0

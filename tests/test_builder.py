@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from blocksearch.builder import ResidualMLP, build_block
@@ -200,3 +202,23 @@ def test_block_with_arguments_builds():
     main = block.stages[0].main(x)
     expected = nn.functional.leaky_relu(main + 0.25 * x, 0.2)
     torch.testing.assert_close(block(x), expected)
+
+
+_op_names = st.sampled_from(["linear", "bn", "ln", "tanh", "relu", "gelu", "id"])
+_path = st.lists(_op_names, min_size=1, max_size=3).map(" ".join)
+_stage = st.tuples(_path, _path, st.one_of(st.none(), _path)).map(
+    lambda p: f"{p[0]} + {p[1]}" + (f" -> {p[2]}" if p[2] else "")
+)
+_block = st.lists(_stage, min_size=1, max_size=3).map(" | ".join)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_block, st.integers(1, 4))
+def test_random_designs_build_and_keep_width(text, depth):
+    model = ResidualMLP(text, depth=depth, width=WIDTH, in_features=6, num_classes=3)
+    model.eval()
+    h = model.stem(torch.randn(5, 6))
+    for block in model.blocks:
+        h = block(h)
+        assert h.shape == (5, WIDTH)
+    assert model(torch.randn(5, 6)).shape == (5, 3)

@@ -69,6 +69,24 @@ def test_plugin_activation_counts_in_analysis(plugin_ops):
     assert stats.skip_chain_activations == 3
 
 
+def test_plugin_integer_argument_type(plugin_ops):
+    ops.register_op(
+        "repeat_test",
+        lambda width, times: nn.Identity(),
+        kind=ops.OpKind.OTHER,
+        params=(ops.Param("times", int),),
+    )
+    try:
+        assert canonical("repeat_test(3) + id") == "repeat_test(3) + id"
+        with pytest.raises(
+            DslError,
+            match="argument 'times' of op 'repeat_test' must be an integer, got '1.5'",
+        ):
+            canonical("repeat_test(1.5) + id")
+    finally:
+        ops.unregister_op("repeat_test")
+
+
 def test_plugin_argument_checked(plugin_ops):
     with pytest.raises(DslError, match="op 'gate_test' has no argument 'scale'"):
         canonical("linear + gate_test(scale=1.0)")

@@ -1,7 +1,7 @@
 """Tokenizer and recursive-descent parser of block and design descriptions.
 
 Every error message shows the source line with a caret under the fault and
-says what would have been valid there. :func:`check_text` goes on after an
+lists the tokens that would have been valid there. :func:`check_text` goes on after an
 error, at the next stage or region, so that it reports every error of a text.
 """
 
@@ -137,7 +137,7 @@ class _Parser:
     """Recursive-descent parser over the tokens of one description.
 
     With ``recover`` set, an error inside a stage is recorded and parsing goes
-    on at the next ``|``, ``;`` or the end; otherwise the first error raises.
+    on at the next ``|``, ``;`` or the end. Without it, the first error raises.
     """
 
     def __init__(self, source: _Source, *, recover: bool = False) -> None:
@@ -310,7 +310,7 @@ class _Parser:
                 )
             )
             return Block(())
-        # A preset is parsed from its own text, then stands in as a block.
+        # A preset is parsed from its own text and then used as the block.
         inner = _Parser(_Source(self.presets[name]), recover=False)
         inner.expanding = (*self.expanding, name)
         try:
@@ -492,7 +492,7 @@ def parse_block(text: str) -> Block:
     Raises:
         DslError: On a syntax error, an unknown op or an invalid argument. The
             message shows the offending line with a caret under the fault and
-            says what would have been valid there.
+            lists what would have been valid there.
     """
     _reject_empty(text, "block description")
     parser = _Parser(_Source(text))

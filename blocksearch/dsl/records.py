@@ -67,11 +67,10 @@ def _round_half_up(value: Fraction) -> int:
 class Design:
     """A network design: regions of blocks from the input side to the output.
 
-    Only the last region may have no share; it takes the blocks left over.
-    Region ends are placed by cumulative rounding: a region ends at block
-    ``round(C + F * depth)``, where C is the sum of the block counts and F the
-    sum of the fractions of this region and the regions before it, and halves
-    round up.
+    Only the last region may have no share, and it takes the blocks left
+    over. A region ends at block ``round(C + F * depth)``, with halves rounded
+    up. C is the sum of the block counts and F the sum of the fractions of this
+    region and the regions before it.
     """
 
     regions: tuple[Region, ...]

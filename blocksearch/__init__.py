@@ -14,7 +14,7 @@ from blocksearch.errors import (
     StudyError,
 )
 from blocksearch.ops import OpKind, Param, register_op
-from blocksearch.placements import PlacementSearch
+from blocksearch.placements import PlacementSearch, RegionSearch
 from blocksearch.space import Space, load_space
 from blocksearch.train import TrainConfig
 
@@ -29,6 +29,7 @@ __all__ = [
     "OpKind",
     "Param",
     "PlacementSearch",
+    "RegionSearch",
     "ResidualBlock",
     "ResidualMLP",
     "ResidualStage",

@@ -1,4 +1,4 @@
-"""Search over where one activation sits in each stage of a block.
+"""Search over where one activation sits in each stage, per depth region.
 
 Every stage has a fixed main path (``linear bn`` by default). A placement
 names the positions that carry the activation:
@@ -15,14 +15,26 @@ per stage named ``stage1``, ``stage2``, and so on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 
 import optuna
 
 from blocksearch import ops
-from blocksearch.dsl import Block, Op, Stage, format_block, parse_block
+from blocksearch.dsl import (
+    Block,
+    Design,
+    Op,
+    Region,
+    Stage,
+    format_block,
+    format_design,
+    normalize,
+    parse_block,
+    parse_design,
+)
 from blocksearch.errors import SpaceError
 
-__all__ = ["PLACEMENTS", "PlacementSearch"]
+__all__ = ["BOUNDARIES", "PLACEMENTS", "PlacementSearch", "RegionSearch"]
 
 POSITIONS = ("main", "skip", "post")
 
@@ -71,6 +83,10 @@ class PlacementSearch:
         self.stages = stages
         self.main = tuple(Op(name) for name in main)
         self.choices = tuple(choices)
+
+    def size(self) -> int:
+        """Return the number of distinct designs: choices to the power of stages."""
+        return len(set(self.choices)) ** self.stages
 
     def block(self, placements: Sequence[str]) -> Block:
         """Return the block with the activation at ``placements``, one per stage."""
@@ -147,3 +163,111 @@ def _positions(placement: str) -> frozenset[str]:
             f"{', '.join(POSITIONS)} joined with '+', e.g. 'skip+post'"
         )
     return frozenset(parts)
+
+
+#: Region boundaries a :class:`RegionSearch` chooses from, as fractions of depth.
+BOUNDARIES = ("1/4", "1/3", "1/2", "2/3", "3/4")
+
+
+class RegionSearch:
+    """Sample a design whose block placement changes between depth regions.
+
+    A trial chooses the number of regions, the boundaries between them as
+    fractions of the depth, and one placement per stage for each region. Every
+    trial samples the same parameters, used or not, so that the parameter
+    names stay fixed and multivariate TPE can model them jointly:
+
+    - ``regions``: number of regions, 1 to ``max_regions``;
+    - ``boundary1`` ... : fractions such as ``"1/3"``, sorted before use;
+    - ``region1_stage1`` ... : a placement string, as in :class:`PlacementSearch`.
+
+    Args:
+        placements: Search that describes one block from its placements.
+        max_regions: Maximum number of depth regions.
+        boundaries: Fractions of the depth a boundary may sit at.
+    """
+
+    def __init__(
+        self,
+        placements: PlacementSearch,
+        *,
+        max_regions: int = 3,
+        boundaries: Sequence[str] = BOUNDARIES,
+    ) -> None:
+        if max_regions < 1:
+            raise SpaceError(f"max_regions must be at least 1, got {max_regions!r}")
+        for boundary in boundaries:
+            fraction = _fraction(boundary)
+            if not 0 < fraction < 1:
+                raise SpaceError(
+                    f"boundary {boundary!r} must lie strictly between 0 and 1"
+                )
+        self.placements = placements
+        self.max_regions = max_regions
+        self.boundaries = tuple(boundaries)
+
+    def design(
+        self, region_placements: Sequence[Sequence[str]], cuts: Sequence[str]
+    ) -> Design:
+        """Return the design with ``cuts`` between regions of those placements."""
+        if len(cuts) != len(region_placements) - 1:
+            raise SpaceError(
+                f"got {len(cuts)} boundaries for {len(region_placements)} regions"
+            )
+        ends = sorted(_fraction(c) for c in cuts)
+        regions = []
+        start = Fraction(0)
+        for end, placements in zip(ends, region_placements, strict=False):
+            regions.append(Region(self.placements.block(placements), end - start))
+            start = end
+        regions.append(Region(self.placements.block(region_placements[-1])))
+        return normalize(Design(tuple(regions)))
+
+    def suggest(self, trial: optuna.Trial) -> str:
+        """Sample every parameter and return the design of the used ones."""
+        count = trial.suggest_int("regions", 1, self.max_regions)
+        cuts = [
+            trial.suggest_categorical(f"boundary{i}", self.boundaries)
+            for i in range(1, self.max_regions)
+        ]
+        region_placements = [
+            [
+                trial.suggest_categorical(
+                    f"region{r}_stage{s}", self.placements.choices
+                )
+                for s in range(1, self.placements.stages + 1)
+            ]
+            for r in range(1, self.max_regions + 1)
+        ]
+        design = self.design(region_placements[:count], cuts[: count - 1])
+        return format_design(design)
+
+    def params_for(self, design: str) -> dict[str, object]:
+        """Return parameters that make :meth:`suggest` produce ``design``.
+
+        Only uniform designs are mapped (the presets are uniform): the trial
+        gets one region, and its unused parameters are left to the sampler.
+
+        Raises:
+            SpaceError: If ``design`` has regions or is not a placement.
+        """
+        parsed = normalize(parse_design(design))
+        if parsed.block is None:
+            raise SpaceError(
+                f"design {design!r} has regions; presets of a region search "
+                "must be single blocks"
+            )
+        params: dict[str, object] = {"regions": 1}
+        block_params = self.placements.params_for(format_block(parsed.block))
+        for name, value in block_params.items():
+            params[f"region1_{name}"] = value
+        return params
+
+
+def _fraction(text: str) -> Fraction:
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise SpaceError(
+            f"boundary {text!r} is not a fraction; write it like '1/3'"
+        ) from None

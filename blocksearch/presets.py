@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from blocksearch.dsl import Block, Op, Stage, parse_block
+from blocksearch.dsl import Block, Op, Stage, format_block, parse_block
 
-__all__ = ["PRESETS", "preset_block", "with_activation"]
+__all__ = ["PRESETS", "preset_block", "relu_presets", "with_activation"]
 
 PRESETS = MappingProxyType(
     {
@@ -47,3 +47,11 @@ def with_activation(block: Block, old: str, new: str) -> Block:
         for s in block.stages
     )
     return Block(stages)
+
+
+def relu_presets() -> dict[str, str]:
+    """Return the three presets with ReLU in place of tanh, as descriptions."""
+    return {
+        name: format_block(with_activation(parse_block(text), "tanh", "relu"))
+        for name, text in PRESETS.items()
+    }

@@ -30,8 +30,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import optuna
 
-from blocksearch.dsl import canonical
+from blocksearch.dsl import Design, canonical
 from blocksearch.errors import DslError, SpaceError
+from blocksearch.strategy import PrunerSetting, SamplerSetting
 from blocksearch.train import TrainConfig
 
 __all__ = ["SearchSpace", "Space", "load_space"]
@@ -68,8 +69,13 @@ class Space:
             ``$BLOCKSEARCH_DATA`` is given.
         train: Training protocol; ``train.epochs`` is the default budget.
         trials: Default total number of trials per study.
-        sampler: Builds the Optuna sampler from a seed; seeded TPE if None.
-        pruner: Optuna pruner for sampled trials; presets are never pruned.
+        sampler: ``"auto"``, ``"tpe"``, ``"random"``, ``"brute-force"``, or a
+            function that builds a sampler from a seed.
+        pruner: ``"median"``, ``"hyperband"``, ``"none"`` or an Optuna pruner.
+            Presets are never pruned.
+        warmup_epochs: Epochs a trial runs before a pruner may stop it.
+        constraint: Returns why a design is not allowed, or None; a rejected
+            design is recorded as pruned without training.
     """
 
     name: str
@@ -81,8 +87,10 @@ class Space:
     dataset: str = "cifar10"
     train: TrainConfig = field(default_factory=TrainConfig)
     trials: int = 20
-    sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None
-    pruner: optuna.pruners.BasePruner | None = None
+    sampler: SamplerSetting = "auto"
+    pruner: PrunerSetting = "median"
+    warmup_epochs: int = 2
+    constraint: Callable[[Design], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -119,18 +127,6 @@ class Space:
             # Presets are enqueued as parameters, so each must be reachable.
             self.search.params_for(presets[preset])
         object.__setattr__(self, "presets", presets)
-
-    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        if self.sampler is not None:
-            return self.sampler(seed)
-        return optuna.samplers.TPESampler(seed=seed)
-
-    def make_pruner(self) -> optuna.pruners.BasePruner:
-        if self.pruner is not None:
-            return self.pruner
-        # Compare a trial with the median of earlier trials only after a few
-        # trials and epochs exist, so early noise does not stop good designs.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
 
 def load_space(path: str | Path) -> Space:

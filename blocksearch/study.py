@@ -29,6 +29,12 @@ from blocksearch.data import Dataset
 from blocksearch.dsl import canonical, design_hash, parse_design
 from blocksearch.errors import SpaceError, StudyError
 from blocksearch.space import Space
+from blocksearch.strategy import (
+    PrunerSetting,
+    SamplerSetting,
+    choose_sampler,
+    make_pruner,
+)
 from blocksearch.train import (
     EpochMetrics,
     NonFiniteLossError,
@@ -107,6 +113,9 @@ class StudyPlan:
     seed: int
     #: Train a sampled design again even when an equal one already finished.
     repeat_duplicates: bool = False
+    sampler: SamplerSetting = "auto"
+    pruner: PrunerSetting = "median"
+    warmup_epochs: int = 2
 
 
 class RunReporter(Protocol):
@@ -197,13 +206,20 @@ def _make_objective(
                 f"search produced {design!r} from its parameters; "
                 "params_for and suggest of the space's search disagree"
             )
-        identity = design_hash(parse_design(design).at_depth(plan.depth))
+        parsed = parse_design(design)
+        identity = design_hash(parsed.at_depth(plan.depth))
         trial.set_user_attr("dsl", design)
         trial.set_user_attr("design_hash", identity)
         trial.set_user_attr("seed", plan.seed)
         trial.set_user_attr("depth", plan.depth)
         trial.set_user_attr("path_stats", _path_stats(design, plan.depth))
         reporter.trial_started(plan, trial, trial_label(trial))
+
+        # constraints: a design the space forbids is recorded, never trained
+        problem = space.constraint(parsed) if space.constraint else None
+        if problem is not None and preset is None:
+            trial.set_user_attr("rejected", problem)
+            raise optuna.TrialPruned(f"rejected by the space's constraint: {problem}")
 
         # duplicates: a design already trained at this depth and seed is not
         # trained again; the trial records the earlier trial and its value
@@ -329,8 +345,11 @@ def run_study(
         "dataset": data.name,
         "objective": "test accuracy after the last epoch",
     }
-    sampler = space.make_sampler(plan.seed + plan.depth)
-    pruner = space.make_pruner()
+    sampler, reason = choose_sampler(
+        plan.sampler, space.search, plan.trials, plan.seed + plan.depth
+    )
+    logger.info("%s sampler: %s", name, reason)
+    pruner = make_pruner(plan.pruner, warmup=plan.warmup_epochs, epochs=plan.epochs)
     # Loading first, rather than create_study(load_if_exists=True), appends
     # nothing to a journal file when the study exists.
     study = None
@@ -394,6 +413,9 @@ def run_space(
     epochs: int | None = None,
     seed: int | None = None,
     repeat_duplicates: bool = False,
+    sampler: SamplerSetting | None = None,
+    pruner: PrunerSetting | None = None,
+    warmup_epochs: int | None = None,
     device: str = "cpu",
     reporter: RunReporter | None = None,
 ) -> list[optuna.Study]:
@@ -410,6 +432,11 @@ def run_space(
             epochs=epochs if epochs is not None else space.train.epochs,
             seed=seed if seed is not None else space.train.seed,
             repeat_duplicates=repeat_duplicates,
+            sampler=sampler if sampler is not None else space.sampler,
+            pruner=pruner if pruner is not None else space.pruner,
+            warmup_epochs=(
+                warmup_epochs if warmup_epochs is not None else space.warmup_epochs
+            ),
         )
         for depth in (depths if depths is not None else space.depths)
     ]

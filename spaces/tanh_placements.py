@@ -3,11 +3,12 @@
 The reference experiment: a residual MLP on CIFAR-10 whose blocks have two
 stages of ``linear bn``, with one tanh per stage placed after the add (control),
 on the skip edge (exp1), or one of each (exp2). This space runs those three
-first at every depth, then lets TPE choose a placement per stage among all
-combinations of main path, skip edge and after the add.
+first at every depth. TPE then chooses up to three depth regions, and for each
+region a tanh placement per stage among all combinations of main path, skip
+edge and after the add.
 """
 
-from blocksearch import PlacementSearch, Space, TrainConfig
+from blocksearch import PlacementSearch, RegionSearch, Space, TrainConfig
 from blocksearch.presets import PRESETS
 
 SPACE = Space(
@@ -15,8 +16,12 @@ SPACE = Space(
     # 15-25 blocks is where skip-edge tanh was reported to help, and 50 blocks
     # (100 nested tanh on the skip chain) where it was reported to collapse.
     depths=(15, 20, 25, 50),
-    # Two stages of linear -> BatchNorm, tanh at any subset of the positions.
-    search=PlacementSearch(activation="tanh", stages=2, main=("linear", "bn")),
+    # Up to three regions, cut at quarters, thirds or halves of the depth, so
+    # that early and late blocks may place tanh differently.
+    search=RegionSearch(
+        PlacementSearch(activation="tanh", stages=2, main=("linear", "bn")),
+        max_regions=3,
+    ),
     presets=PRESETS,  # control, exp1, exp2
     activation="tanh",  # stem activation, as in the reference network
     width=256,
@@ -29,5 +34,8 @@ SPACE = Space(
         grad_clip=1.0,
         seed=42,
     ),
-    trials=20,  # 3 presets plus 17 sampled placements per depth
+    trials=20,  # 3 presets plus 17 sampled designs per depth
+    sampler="tpe",  # region designs are too many to enumerate
+    pruner="median",
+    warmup_epochs=5,  # tanh networks start slowly; judge after 5 epochs
 )

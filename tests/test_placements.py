@@ -69,3 +69,63 @@ def test_placement_rejects_unknown_position():
 def test_placement_rejects_unknown_activation():
     with pytest.raises(SpaceError, match="activation 'tahn' is not a registered op"):
         PlacementSearch(activation="tahn")
+
+
+def test_placement_search_size():
+    assert PlacementSearch().size() == 64
+    assert PlacementSearch(stages=1, choices=("post", "skip")).size() == 2
+
+
+def _region_search():
+    from blocksearch.placements import RegionSearch
+
+    return RegionSearch(PlacementSearch(), max_regions=3)
+
+
+def test_region_search_fixed_parameter_names():
+    search = _region_search()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    names = set()
+    for _ in range(15):
+        trial = study.ask()
+        search.suggest(trial)
+        names.add(tuple(sorted(trial.params)))
+        study.tell(trial, 0.0)
+    assert len(names) == 1
+    (only,) = names
+    assert "regions" in only
+    assert "boundary2" in only
+    assert "region3_stage2" in only
+    assert all(isinstance(v, (str, int)) for v in trial.params.values())
+
+
+def test_region_search_designs_fit_every_depth():
+    from blocksearch.dsl import parse_design
+
+    search = _region_search()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        trial = study.ask()
+        design = parse_design(search.suggest(trial))
+        for depth in (1, 2, 15, 20, 25, 50):
+            assert len(design.blocks(depth)) == depth
+        study.tell(trial, 0.0)
+
+
+def test_region_search_design_regions():
+    search = _region_search()
+    design = search.design([["post", "post"], ["skip", "skip"]], ["1/3"])
+    assert str(design) == f"1/3: {PRESETS['control']}; {PRESETS['exp1']}"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_region_search_presets_round_trip(preset):
+    search = _region_search()
+    study = optuna.create_study()
+    study.enqueue_trial(search.params_for(PRESETS[preset]))
+    assert search.suggest(study.ask()) == PRESETS[preset]
+
+
+def test_region_search_rejects_region_preset():
+    with pytest.raises(SpaceError, match="has regions; presets of a region search"):
+        _region_search().params_for("1/2: exp1; control")

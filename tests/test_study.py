@@ -372,3 +372,64 @@ def test_show_theory_prints_correlations(tiny_space, tmp_path, capsys):
     assert "tiny-depth2: path statistics against the objective" in out
     assert "mean activations per path" in out
     assert "skip-chain activations" in out
+
+
+CONSTRAINED_SPACE = """
+from blocksearch import PlacementSearch, Space, TrainConfig
+from blocksearch.presets import PRESETS
+
+SPACE = Space(
+    name="constrained",
+    depths=(2,),
+    search=PlacementSearch(),
+    presets={"control": PRESETS["control"]},
+    width=16,
+    dataset="synthetic",
+    train=TrainConfig(epochs=1, batch_size=64),
+    trials=3,
+    # Rejects every design, presets included, to show presets are exempt.
+    constraint=lambda design: "no design is allowed",
+)
+"""
+
+
+def test_constraint_rejects_sampled_designs(tmp_path):
+    path = tmp_path / "constrained.py"
+    path.write_text(CONSTRAINED_SPACE)
+    storage = tmp_path / "s.journal"
+    assert main(["run", str(path), "--storage", str(storage)]) == 0
+
+    control, *sampled = _load(storage, "constrained-depth2").get_trials()
+    assert control.state == TrialState.COMPLETE
+    assert "rejected" not in control.user_attrs
+    assert len(sampled) == 2
+    for trial in sampled:
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs["rejected"] == "no design is allowed"
+        assert "train_loss" not in trial.user_attrs
+
+
+def test_run_logs_sampler_choice(tiny_space, tmp_path, caplog):
+    import logging
+
+    from blocksearch.data import load_dataset
+    from blocksearch.space import load_space
+    from blocksearch.study import run_space
+
+    logger = logging.getLogger("blocksearch")
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    try:
+        run_space(
+            load_space(tiny_space),
+            load_dataset("synthetic"),
+            storage=open_storage(tmp_path / "s.journal"),
+            depths=[2],
+            trials=1,
+            epochs=1,
+            sampler="random",
+            pruner="none",
+        )
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "tiny-depth2 sampler: random: requested" in caplog.text

@@ -39,6 +39,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an integer; give a whole number of 0 or more"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def _depth_list(text: str) -> list[int]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
@@ -124,6 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         help="torch CPU threads (default: torch's own choice)",
+    )
+    run.add_argument(
+        "--sampler",
+        choices=("auto", "tpe", "random", "brute-force"),
+        help="how sampled trials choose designs: auto (brute force when the "
+        "space has no more designs than --trials, else TPE), tpe (seeded "
+        "multivariate TPE), random (a baseline) or brute-force "
+        "(default: the space's value, auto unless it says otherwise)",
+    )
+    run.add_argument(
+        "--pruner",
+        choices=("median", "hyperband", "none"),
+        help="pruner that stops weak sampled trials early; presets are never "
+        "pruned (default: the space's value, median unless it says otherwise)",
+    )
+    run.add_argument(
+        "--warmup-epochs",
+        type=_non_negative_int,
+        help="epochs every trial runs before the pruner may stop it "
+        "(default: the space's value, 2 unless it says otherwise)",
     )
     run.add_argument(
         "--repeat-duplicates",

@@ -163,6 +163,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             epochs=args.epochs,
             seed=args.seed,
             repeat_duplicates=args.repeat_duplicates,
+            sampler=args.sampler,
+            pruner=args.pruner,
+            warmup_epochs=args.warmup_epochs,
             device=str(device),
             reporter=RichReporter(progress),
         )

@@ -2,12 +2,14 @@
 
 The layout follows the reference experiment's tables: training loss and test
 accuracy at chosen epochs, the maximum test accuracy over all epochs, and the
-dead-neuron rate after the last epoch. Functions here return rich renderables;
-the caller prints them.
+dead-neuron rate after the last epoch. Functions here return rich renderables
+or text; the caller prints them.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Callable, Sequence
 
@@ -22,7 +24,10 @@ __all__ = [
     "THEORY_STATISTICS",
     "checkpoint_epochs",
     "rank_correlation",
+    "records_csv",
+    "records_markdown",
     "select_rows",
+    "study_records",
     "study_table",
     "theory_table",
 ]
@@ -69,56 +74,129 @@ def _at(values: Sequence[float], epoch: int) -> float:
     return values[epoch - 1] if len(values) >= epoch else math.nan
 
 
-def _percent(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100 * value:.2f}%"
+def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
+    """Return the rows of a study's results table as plain values.
 
-
-def _loss(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.4f}"
-
-
-def study_table(study: optuna.Study, top: int = 5) -> Table:
-    """Build the results table of one study."""
-    rows = select_rows(study, top)
-    epochs_run = max((len(t.user_attrs.get("train_loss", [])) for t in rows), default=0)
+    The record holds the study name, the number of finished trials, the
+    checkpoint epochs and one row per preset and top sampled design. Each row
+    holds its ``design`` label, ``trial`` number, ``state``, ``objective``,
+    ``description`` and, per checkpoint epoch, ``loss@E`` and ``accuracy@E``,
+    then ``max_accuracy`` and ``dead_neuron_rate``. Accuracies and rates are
+    fractions, and a missing value is None.
+    """
+    trials = select_rows(study, top)
+    epochs_run = max(
+        (len(t.user_attrs.get("train_loss", [])) for t in trials), default=0
+    )
     checkpoints = checkpoint_epochs(epochs_run)
-    finished = len(
-        study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-        )
+    finished = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
     )
-
-    table = Table(
-        title=f"{study.study_name}: {finished} finished trials",
-        title_justify="left",
-    )
-    table.add_column("design")
-    table.add_column("trial", justify="right")
-    table.add_column("state")
-    for epoch in checkpoints:
-        table.add_column(f"epoch {epoch}\nloss / acc", justify="right")
-    table.add_column("max acc", justify="right")
-    table.add_column("dead", justify="right")
-    table.add_column("description")
-
-    for trial in rows:
+    rows = []
+    for trial in trials:
         losses = trial.user_attrs.get("train_loss", [])
         accuracies = trial.user_attrs.get("test_accuracy", [])
         dead = trial.user_attrs.get("dead_neuron_rate", [])
-        cells = [
-            f"{_loss(_at(losses, e))} / {_percent(_at(accuracies, e))}"
-            for e in checkpoints
-        ]
-        table.add_row(
-            trial_label(trial),
-            str(trial.number),
-            trial.state.name.lower(),
-            *cells,
-            _percent(max(accuracies, default=math.nan)),
-            _percent(dead[-1] if dead else math.nan),
-            trial.user_attrs.get("dsl", "?"),
-        )
+        row: dict[str, object] = {
+            "design": trial_label(trial),
+            "trial": trial.number,
+            "state": trial.state.name.lower(),
+            "objective": trial.value,
+        }
+        for epoch in checkpoints:
+            row[f"loss@{epoch}"] = _or_none(_at(losses, epoch))
+            row[f"accuracy@{epoch}"] = _or_none(_at(accuracies, epoch))
+        row["max_accuracy"] = max(accuracies) if accuracies else None
+        row["dead_neuron_rate"] = dead[-1] if dead else None
+        row["description"] = trial.user_attrs.get("dsl")
+        rows.append(row)
+    return {
+        "study": study.study_name,
+        "finished_trials": len(finished),
+        "checkpoints": checkpoints,
+        "rows": rows,
+    }
+
+
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _percent_cell(value: object) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _loss_cell(value: object) -> str:
+    return "-" if value is None else f"{float(value):.4f}"
+
+
+def _text_cells(record: dict) -> tuple[list[str], list[list[str]]]:
+    """Return header and rows of a study record as formatted text."""
+    header = ["design", "trial", "state"]
+    header += [f"epoch {e} loss / acc" for e in record["checkpoints"]]
+    header += ["max acc", "dead", "description"]
+    rows = []
+    for row in record["rows"]:
+        cells = [row["design"], str(row["trial"]), row["state"]]
+        for epoch in record["checkpoints"]:
+            loss = _loss_cell(row[f"loss@{epoch}"])
+            cells.append(f"{loss} / {_percent_cell(row[f'accuracy@{epoch}'])}")
+        cells.append(_percent_cell(row["max_accuracy"]))
+        cells.append(_percent_cell(row["dead_neuron_rate"]))
+        cells.append(row["description"] or "?")
+        rows.append(cells)
+    return header, rows
+
+
+def _title(record: dict) -> str:
+    return f"{record['study']}: {record['finished_trials']} finished trials"
+
+
+def study_table(study: optuna.Study, top: int = 5) -> Table:
+    """Build the rich results table of one study."""
+    record = study_records(study, top)
+    header, rows = _text_cells(record)
+    table = Table(title=_title(record), title_justify="left")
+    for index, name in enumerate(header):
+        numeric = 3 <= index < len(header) - 1 or index == 1
+        table.add_column(name, justify="right" if numeric else "left")
+    for cells in rows:
+        table.add_row(*cells)
     return table
+
+
+def records_markdown(records: Sequence[dict]) -> str:
+    """Format study records as Markdown: a heading and a table per study."""
+    parts = []
+    for record in records:
+        header, rows = _text_cells(record)
+        lines = [f"### {_title(record)}", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for cells in rows:
+            escaped = [c.replace("|", "\\|") for c in cells]
+            lines.append("| " + " | ".join(escaped) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def records_csv(records: Sequence[dict]) -> str:
+    """Format study records as CSV, one line per row, with a ``study`` column.
+
+    Columns are the union of every study's keys, because studies may have run
+    different numbers of epochs; a missing value is an empty field.
+    """
+    columns = ["study"]
+    for record in records:
+        for row in record["rows"]:
+            columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        for row in record["rows"]:
+            writer.writerow({"study": record["study"], **row})
+    return buffer.getvalue()
 
 
 #: Path statistics held against the objective, by label: how each is read from

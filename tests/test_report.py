@@ -36,3 +36,113 @@ def test_rank_correlation_rejects_unequal_lengths():
 )
 def test_checkpoint_epochs(epochs, expected):
     assert checkpoint_epochs(epochs) == expected
+
+
+def _small_study():
+    """A finished study built by hand: two presets and two sampled trials."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(study_name="small-depth2", direction="maximize")
+    distribution = {"stage1": CategoricalDistribution(["post", "skip"])}
+    rows = [
+        ("control", "post", [2.0, 1.5], [0.25, 0.5], TrialState.COMPLETE),
+        ("exp1", "skip", [1.8, 1.2], [0.3, 0.55], TrialState.COMPLETE),
+        (None, "skip", [1.9, 1.1], [0.35, 0.6], TrialState.COMPLETE),
+        (None, "post", [2.5], [0.1], TrialState.PRUNED),
+    ]
+    for preset, placement, losses, accuracies, state in rows:
+        attrs = {
+            "dsl": f"linear + {'tanh' if placement == 'skip' else 'id -> tanh'}",
+            "train_loss": losses,
+            "test_accuracy": accuracies,
+            "dead_neuron_rate": [0.0, 0.125],
+        }
+        if preset:
+            attrs["preset"] = preset
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=accuracies[-1] if state == TrialState.COMPLETE else None,
+                params={"stage1": placement},
+                distributions=distribution,
+                user_attrs=attrs,
+                intermediate_values=dict(enumerate(accuracies, start=1)),
+            )
+        )
+    return study
+
+
+def test_report_markdown_expected():
+    from blocksearch.report import records_markdown, study_records
+
+    text = records_markdown([study_records(_small_study())])
+    assert text == (
+        "### small-depth2: 4 finished trials\n"
+        "\n"
+        "| design | trial | state | epoch 2 loss / acc | max acc | dead | description |\n"
+        "|---|---|---|---|---|---|---|\n"
+        "| control | 0 | complete | 1.5000 / 50.00% | 50.00% | 12.50% "
+        "| linear + id -> tanh |\n"
+        "| exp1 | 1 | complete | 1.2000 / 55.00% | 55.00% | 12.50% | linear + tanh |\n"
+        "| #2 | 2 | complete | 1.1000 / 60.00% | 60.00% | 12.50% | linear + tanh |\n"
+    )
+
+
+def test_report_csv_expected():
+    from blocksearch.report import records_csv, study_records
+
+    text = records_csv([study_records(_small_study())])
+    assert text.splitlines() == [
+        "study,design,trial,state,objective,loss@2,accuracy@2,max_accuracy,"
+        "dead_neuron_rate,description",
+        "small-depth2,control,0,complete,0.5,1.5,0.5,0.5,0.125,linear + id -> tanh",
+        "small-depth2,exp1,1,complete,0.55,1.2,0.55,0.55,0.125,linear + tanh",
+        "small-depth2,#2,2,complete,0.6,1.1,0.6,0.6,0.125,linear + tanh",
+    ]
+
+
+def test_report_json_expected():
+    import json
+
+    from blocksearch.report import study_records
+
+    record = json.loads(json.dumps(study_records(_small_study())))
+    assert record["study"] == "small-depth2"
+    assert record["finished_trials"] == 4
+    assert record["checkpoints"] == [2]
+    assert [row["design"] for row in record["rows"]] == ["control", "exp1", "#2"]
+    assert record["rows"][2] == {
+        "design": "#2",
+        "trial": 2,
+        "state": "complete",
+        "objective": 0.6,
+        "loss@2": 1.1,
+        "accuracy@2": 0.6,
+        "max_accuracy": 0.6,
+        "dead_neuron_rate": 0.125,
+        "description": "linear + tanh",
+    }
+
+
+def test_report_table_expected():
+    import io
+
+    from rich.console import Console
+
+    from blocksearch.report import study_table
+
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(study_table(_small_study()))
+    lines = [line.rstrip() for line in console.file.getvalue().splitlines()]
+    assert lines == [
+        "small-depth2: 4 finished trials",
+        "┏━━━━━━━━━┳━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┓",
+        "┃ design  ┃ trial ┃ state    ┃ epoch 2 loss / acc ┃ max acc ┃   dead ┃ description         ┃",
+        "┡━━━━━━━━━╇━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━┩",
+        "│ control │     0 │ complete │    1.5000 / 50.00% │  50.00% │ 12.50% │ linear + id -> tanh │",
+        "│ exp1    │     1 │ complete │    1.2000 / 55.00% │  55.00% │ 12.50% │ linear + tanh       │",
+        "│ #2      │     2 │ complete │    1.1000 / 60.00% │  60.00% │ 12.50% │ linear + tanh       │",
+        "└─────────┴───────┴──────────┴────────────────────┴─────────┴────────┴─────────────────────┘",
+    ]

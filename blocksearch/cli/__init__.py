@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampled designs to list per study, best first (default: 5)",
     )
     show.add_argument(
+        "--format",
+        choices=("table", "markdown", "json", "csv"),
+        default="table",
+        help="output format; accuracies are percentages in table and markdown, "
+        "fractions in json and csv (default: table)",
+    )
+    show.add_argument(
         "--theory",
         action="store_true",
         help="print, per study, the Spearman rank correlation between each "

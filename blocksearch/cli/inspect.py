@@ -24,7 +24,13 @@ from blocksearch.dsl import (
 )
 from blocksearch.errors import DslError, StudyError
 from blocksearch.mermaid import design_flowchart
-from blocksearch.report import study_table, theory_table
+from blocksearch.report import (
+    records_csv,
+    records_markdown,
+    study_records,
+    study_table,
+    theory_table,
+)
 from blocksearch.space import load_space
 from blocksearch.study import open_storage, study_name
 
@@ -39,22 +45,31 @@ def command_show(args: argparse.Namespace, console: Console) -> int:
         )
     storage = open_storage(location)
     names = set(optuna.get_all_study_names(storage))
-    shown = 0
-    for depth in space.depths:
-        name = study_name(space, depth)
-        if name not in names:
-            continue
-        study = optuna.load_study(study_name=name, storage=storage)
-        if args.theory:
-            console.print(theory_table(study))
-        else:
-            console.print(study_table(study, top=args.top))
-        shown += 1
-    if not shown:
+    studies = [
+        optuna.load_study(study_name=study_name(space, depth), storage=storage)
+        for depth in space.depths
+        if study_name(space, depth) in names
+    ]
+    if not studies:
         raise StudyError(
             f"storage {location!r} has no study of space {space.name!r}; run "
             f"'blocksearch run {args.space}' first"
         )
+
+    if args.theory:
+        for study in studies:
+            console.print(theory_table(study))
+        return 0
+    records = [study_records(study, top=args.top) for study in studies]
+    if args.format == "table":
+        for study in studies:
+            console.print(study_table(study, top=args.top))
+    elif args.format == "markdown":
+        _print_plain(console, records_markdown(records).rstrip("\n"))
+    elif args.format == "json":
+        _print_plain(console, json.dumps(records, indent=2))
+    else:
+        _print_plain(console, records_csv(records).rstrip("\n"))
     return 0
 
 

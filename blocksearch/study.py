@@ -274,6 +274,17 @@ def _make_objective(
             trial.set_user_attr("failure", str(error))
             logger.warning("trial %d (%s): %s", trial.number, design, error)
             raise optuna.TrialPruned(str(error)) from None
+        except KeyboardInterrupt:
+            # Optuna marks the trial failed and re-raises; say so once here.
+            trial.set_user_attr("failure", "interrupted")
+            logger.warning(
+                "%s trial %d (%s) interrupted after %d epochs; marked failed",
+                trial.study.study_name,
+                trial.number,
+                trial_label(trial),
+                len(history["train_loss"]),
+            )
+            raise
         return accuracy
 
     return objective

@@ -150,3 +150,66 @@ def test_ops_lists_registered_ops(capsys):
     out = capsys.readouterr().out
     assert "dropout(p: float)" in out
     assert "leaky_relu(slope: float = 0.01)" in out
+
+
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_run_signal_fails_trial_and_resumes(tmp_path, signal_name, code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    from blocksearch.study import open_storage
+
+    space = tmp_path / "slow.py"
+    space.write_text(
+        "from blocksearch import PlacementSearch, Space, TrainConfig\n"
+        "from blocksearch.presets import PRESETS\n"
+        "SPACE = Space(name='slow', depths=(4,), search=PlacementSearch(),\n"
+        "              presets=PRESETS, width=32, dataset='synthetic:1000',\n"
+        "              train=TrainConfig(epochs=5000, batch_size=32), trials=3)\n"
+    )
+    storage = tmp_path / "slow.journal"
+    command = [
+        sys.executable,
+        "-c",
+        "from blocksearch.cli import entry_point; entry_point()",
+        "run",
+        str(space),
+        "--storage",
+        str(storage),
+        "--device",
+        "cpu",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Wait until the first trial has reported an epoch, then interrupt.
+    deadline = time.monotonic() + 120
+    study = None
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if storage.exists():
+            try:
+                study = optuna.load_study(
+                    study_name="slow-depth4", storage=open_storage(storage)
+                )
+            except KeyError:
+                continue
+            trials = study.get_trials()
+            if trials and trials[0].intermediate_values:
+                break
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == code, err.decode()
+    assert b"Run the same command again to resume" in err
+    assert b"Traceback" not in err
+    first, *waiting = optuna.load_study(
+        study_name="slow-depth4", storage=open_storage(storage)
+    ).get_trials()
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert first.user_attrs["preset"] == "control"
+    assert first.user_attrs["failure"] == "interrupted"
+    # exp1 and exp2 stay enqueued for the next run
+    assert [t.state for t in waiting] == [optuna.trial.TrialState.WAITING] * 2

@@ -433,3 +433,17 @@ def test_run_logs_sampler_choice(tiny_space, tmp_path, caplog):
     finally:
         logger.removeHandler(caplog.handler)
     assert "tiny-depth2 sampler: random: requested" in caplog.text
+
+
+def test_failed_preset_enqueued_again(tiny_space, tmp_path):
+    from blocksearch.space import load_space
+    from blocksearch.study import _enqueue_presets
+
+    storage = tmp_path / "s.journal"
+    study = optuna.create_study(study_name="x", storage=open_storage(storage))
+    space = load_space(tiny_space)
+    assert _enqueue_presets(study, space, 3) == ["control", "exp1", "exp2"]
+    trial = study.ask()  # takes the waiting control trial
+    study.tell(trial, state=TrialState.FAIL)
+    assert _enqueue_presets(study, space, 3) == ["control"]
+    assert _enqueue_presets(study, space, 3) == []

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -296,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console()
     _configure_logging(console, args.debug)
     module_name, function_name = COMMANDS[args.command]
+    # Optuna marks a trial failed when its objective raises KeyboardInterrupt,
+    # so SIGTERM from a job scheduler or `timeout` leaves no trial running.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         command = getattr(importlib.import_module(module_name), function_name)
         return command(args, console if args.command == "run" else out)
@@ -307,6 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True
         )
         return error.exit_code
+    except _Terminated:
+        console.print(
+            "terminated; the running trial is marked failed. "
+            "Run the same command again to resume.",
+            soft_wrap=True,
+        )
+        return 143
     except KeyboardInterrupt:
         console.print(
             "interrupted; the running trial is marked failed. "
@@ -314,6 +327,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 130
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an exception; Optuna fails the running trial on it,
+    as it does on Ctrl-C, because it derives from KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 def entry_point() -> None:

@@ -149,7 +149,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     dataset = load_data(source, console)
     location = storage_location(args, space)
     storage = open_storage(location)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # blocksearch logs every finished, failed and interrupted trial itself;
+    # Optuna's own lines would repeat them, with a traceback for Ctrl-C.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     logger.info("space %s, storage %s, device %s", space.name, location, device)
     started = time.perf_counter()

@@ -27,7 +27,13 @@ from blocksearch.dsl import (
 )
 from blocksearch.errors import DslError
 
-__all__ = ["ResidualBlock", "ResidualMLP", "ResidualStage", "build_block"]
+__all__ = [
+    "ResidualBlock",
+    "ResidualMLP",
+    "ResidualStage",
+    "build_block",
+    "count_parameters",
+]
 
 
 def _build_path(path: tuple[Op, ...], width: int) -> nn.Sequential:
@@ -168,3 +174,32 @@ def _designs_per_block(
             "give one design, or exactly one per block"
         )
     return designs
+
+
+def count_parameters(
+    design: Block | Design | str | None,
+    *,
+    depth: int,
+    width: int,
+    in_features: int,
+    num_classes: int = 10,
+) -> int:
+    """Return the parameter count of a network without building all of it.
+
+    Each distinct block is built once at width 1 and at width 2, which fixes
+    the quadratic per-block count ``a * width**2 + b * width``. A None design
+    counts two linear and two BatchNorm layers per block, as the presets have.
+    """
+    if design is None:
+        design = "linear bn + id | linear bn + id"
+    if isinstance(design, str):
+        design = parse_design(design)
+    runs = [(depth, design)] if isinstance(design, Block) else design.runs(depth)
+    total = in_features * width + width + 2 * width  # stem linear and norm
+    total += width * num_classes + num_classes  # head
+    for count, block in runs:
+        one = sum(p.numel() for p in ResidualBlock(block, 1).parameters())
+        two = sum(p.numel() for p in ResidualBlock(block, 2).parameters())
+        quadratic = (two - 2 * one) // 2
+        total += count * (quadratic * width**2 + (one - quadratic) * width)
+    return total

@@ -75,8 +75,15 @@ class PlacementSearch:
                 f"activation {activation!r} is not a registered op; "
                 f"registered ops: {', '.join(ops.op_names())}"
             )
-        if stages < 1:
+        if not isinstance(stages, int) or stages < 1:
             raise SpaceError(f"stages must be a positive integer, got {stages!r}")
+        if isinstance(main, str) or not all(
+            isinstance(name, str) and ops.is_registered(name) for name in _items(main)
+        ):
+            raise SpaceError(
+                f"main must be a sequence of registered op names such as "
+                f"('linear', 'bn'), got {main!r}"
+            )
         for choice in choices:
             _positions(choice)
         self.activation = activation
@@ -147,6 +154,13 @@ class PlacementSearch:
         if stage.post == (act,):
             where.append("post")
         return "+".join(where) or "none"
+
+
+def _items(value: object) -> list[object]:
+    try:
+        return list(value)  # type: ignore[call-overload]
+    except TypeError:
+        return [None]
 
 
 def _positions(placement: str) -> frozenset[str]:

@@ -251,7 +251,8 @@ def theory_table(study: optuna.Study) -> Table:
     trials = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "path_stats" in t.user_attrs and "duplicate_of" not in t.user_attrs
+        if "activations" in t.user_attrs.get("path_stats", {})
+        and "duplicate_of" not in t.user_attrs
     ]
     values = [t.value for t in trials]
     table = Table(

@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import optuna
 
+from blocksearch import ops
 from blocksearch.dsl import Design, canonical
 from blocksearch.errors import DslError, SpaceError
 from blocksearch.strategy import PrunerSetting, SamplerSetting
@@ -98,26 +99,95 @@ class Space:
                 f"space name {self.name!r} is invalid: use letters, digits, "
                 "'_', '-' and '.', starting with a letter or digit"
             )
-        depths = tuple(self.depths)
-        if not depths or not all(isinstance(d, int) and d > 0 for d in depths):
-            raise SpaceError(
-                f"space {self.name!r}: depths must be positive integers, "
-                f"got {self.depths!r}"
-            )
-        object.__setattr__(self, "depths", depths)
+        self._check_depths()
         if not isinstance(self.search, SearchSpace):
             raise SpaceError(
                 f"space {self.name!r}: search must have suggest(trial) and "
                 f"params_for(design) methods, got {type(self.search).__name__}"
             )
-        for label, value in (("width", self.width), ("trials", self.trials)):
-            if not isinstance(value, int) or value < 1:
+        for label, value, minimum in (
+            ("width", self.width, 1),
+            ("trials", self.trials, 1),
+            ("warmup_epochs", self.warmup_epochs, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise SpaceError(
-                    f"space {self.name!r}: {label} must be a positive integer, "
+                    f"space {self.name!r}: {label} must be an integer of at least "
+                    f"{minimum}, got {value!r}"
+                )
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise SpaceError(
+                f"space {self.name!r}: dataset must be a source such as 'cifar10' "
+                f"or a folder path, got {self.dataset!r}"
+            )
+        self._check_activation()
+        self._check_train()
+        self._check_presets()
+
+    def _check_depths(self) -> None:
+        try:
+            depths = tuple(self.depths)
+        except TypeError:
+            depths = ()
+        valid = all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths
+        )
+        if not depths or not valid:
+            raise SpaceError(
+                f"space {self.name!r}: depths must be a tuple of positive integers, "
+                f"e.g. (15, 20), got {self.depths!r}"
+            )
+        object.__setattr__(self, "depths", depths)
+
+    def _check_activation(self) -> None:
+        if not isinstance(self.activation, str) or not ops.is_registered(
+            self.activation
+        ):
+            raise SpaceError(
+                f"space {self.name!r}: stem activation {self.activation!r} is not a "
+                f"registered op; registered ops: {', '.join(ops.op_names())}"
+            )
+        if any(p.required for p in ops.get_op(self.activation).params):
+            raise SpaceError(
+                f"space {self.name!r}: stem activation {self.activation!r} needs "
+                "arguments; choose one whose arguments all have defaults"
+            )
+
+    def _check_train(self) -> None:
+        train = self.train
+        if not isinstance(train, TrainConfig):
+            raise SpaceError(
+                f"space {self.name!r}: train must be a blocksearch.TrainConfig, "
+                f"got {type(train).__name__}"
+            )
+        rules = (
+            ("epochs", train.epochs >= 1, "at least 1"),
+            ("batch_size", train.batch_size >= 1, "at least 1"),
+            ("lr", train.lr > 0, "positive"),
+            ("weight_decay", train.weight_decay >= 0, "0 or more"),
+            ("grad_clip", train.grad_clip > 0, "positive"),
+        )
+        for field_name, valid, rule in rules:
+            if not valid:
+                value = getattr(train, field_name)
+                raise SpaceError(
+                    f"space {self.name!r}: train.{field_name} must be {rule}, "
                     f"got {value!r}"
                 )
+
+    def _check_presets(self) -> None:
+        if not isinstance(self.presets, Mapping):
+            raise SpaceError(
+                f"space {self.name!r}: presets must map names to descriptions, "
+                f"got {type(self.presets).__name__}"
+            )
         presets = {}
         for preset, design in self.presets.items():
+            if not isinstance(preset, str) or not isinstance(design, str):
+                raise SpaceError(
+                    f"space {self.name!r}: preset {preset!r} must map a name to a "
+                    f"description string, got {design!r}"
+                )
             try:
                 presets[preset] = canonical(design)
             except DslError as error:

@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage_options(show)
     show.add_argument(
         "--top",
-        type=int,
+        type=_non_negative_int,
         default=5,
         help="sampled designs to list per study, best first (default: 5)",
     )
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--depth",
         type=_positive_int,
         help="number of blocks: build the whole network and analyse its paths "
-        "(default: one block; required for designs with regions)",
+        "(default: a single block, depth 1; required for designs with regions)",
     )
     output = compile_.add_mutually_exclusive_group()
     output.add_argument(
@@ -236,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("target", metavar="FILE_OR_DSL", help="a file path or a design")
 
-    commands.add_parser("ops", help="list the registered ops and their arguments")
+    commands.add_parser(
+        "ops",
+        help="list the registered ops and their arguments",
+        description="List every registered op: built-in ones, those of installed "
+        "plug-ins, with its arguments, defaults and kind.",
+    )
     return parser
 
 

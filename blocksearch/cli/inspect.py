@@ -13,8 +13,8 @@ from rich.text import Text
 
 from blocksearch import ops
 from blocksearch.analysis import PathStats, analyse
-from blocksearch.builder import ResidualMLP, build_block
-from blocksearch.cli.run import storage_location
+from blocksearch.builder import ResidualMLP, build_block, count_parameters
+from blocksearch.cli.run import physical_memory, storage_location
 from blocksearch.dsl import (
     check_text,
     design_hash,
@@ -22,7 +22,7 @@ from blocksearch.dsl import (
     normalize,
     parse_design,
 )
-from blocksearch.errors import DslError, StudyError
+from blocksearch.errors import BlocksearchError, DslError, StudyError
 from blocksearch.mermaid import design_flowchart
 from blocksearch.report import (
     records_csv,
@@ -32,7 +32,7 @@ from blocksearch.report import (
     theory_table,
 )
 from blocksearch.space import load_space
-from blocksearch.study import open_storage, study_name
+from blocksearch.study import open_storage, study_depths, study_name
 
 
 def command_show(args: argparse.Namespace, console: Console) -> int:
@@ -44,11 +44,10 @@ def command_show(args: argparse.Namespace, console: Console) -> int:
             f"'blocksearch run {args.space}' first, or pass --storage"
         )
     storage = open_storage(location)
-    names = set(optuna.get_all_study_names(storage))
+    # Every depth stored counts, including those run with --depths.
     studies = [
         optuna.load_study(study_name=study_name(space, depth), storage=storage)
-        for depth in space.depths
-        if study_name(space, depth) in names
+        for depth in study_depths(storage, space)
     ]
     if not studies:
         raise StudyError(
@@ -117,6 +116,16 @@ def command_compile(args: argparse.Namespace, console: Console) -> int:
         _print_plain(console, json.dumps(record, indent=2))
         return 0
 
+    needed = 4 * count_parameters(
+        design, depth=depth or 1, width=args.width, in_features=3072
+    )
+    memory = physical_memory()
+    if memory is not None and needed > memory:
+        raise BlocksearchError(
+            f"this network needs about {needed / 2**30:.1f} GiB for its parameters "
+            f"alone, more than this machine's {memory / 2**30:.1f} GiB; choose a "
+            "smaller --depth or --width"
+        )
     if depth is None:
         module = build_block(design.block, args.width)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import time
 
 from rich.console import Console
@@ -17,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from blocksearch.errors import BlocksearchError
+from blocksearch.space import Space
 from blocksearch.study import default_storage_path, study_name
 
 logger = logging.getLogger("blocksearch")
@@ -131,23 +134,98 @@ def load_data(source: str, console: Console):
     return dataset
 
 
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    """Reject a device name that blocksearch cannot train on, with the fix.
+
+    Raises:
+        BlocksearchError: If the name is malformed or names hardware this
+            machine lacks.
+    """
+    import torch
+
+    if not _DEVICE_PATTERN.fullmatch(name):
+        raise BlocksearchError(
+            f"invalid device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise BlocksearchError(
+            "device 'mps' requested but this machine has no usable Apple GPU; "
+            "use --device cpu or --device auto"
+        )
+    if name.startswith("cuda:") and torch.cuda.is_available():
+        index = int(name.split(":")[1])
+        if index >= torch.cuda.device_count():
+            raise BlocksearchError(
+                f"device {name!r} requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA devices, numbered from 0"
+            )
+
+
+def check_model_size(space: Space, depths: list[int], in_features: int = 3072) -> None:
+    """Reject depths whose float32 parameters alone exceed this machine's memory.
+
+    Raises:
+        BlocksearchError: If a depth needs more parameter memory than the
+            machine has in total, so that building the model would fail.
+    """
+    from blocksearch.builder import count_parameters
+
+    total = physical_memory()
+    if total is None:
+        return
+    for depth in depths:
+        needed = 4 * count_parameters(
+            space.presets.get("control") or next(iter(space.presets.values()), None),
+            depth=depth,
+            width=space.width,
+            in_features=in_features,
+        )
+        if needed > total:
+            raise BlocksearchError(
+                f"depth {depth} at width {space.width} needs about "
+                f"{needed / 2**30:.1f} GiB for its parameters alone, more than "
+                f"this machine's {total / 2**30:.1f} GiB; choose a smaller --depths"
+            )
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None  # not reported on this platform; skip the check
+
+
 def command_run(args: argparse.Namespace, console: Console) -> int:
     import optuna
     import torch
 
     from blocksearch.data import DATA_ENV_VAR
     from blocksearch.space import load_space
-    from blocksearch.study import open_storage, run_space
+    from blocksearch.study import check_storage, open_storage, run_space
     from blocksearch.train import resolve_device
 
+    # checks: everything a user can get wrong, before any slow or lasting step
     space = load_space(args.space)
+    check_device(args.device)
     device = resolve_device(args.device)
+    if args.data is not None and not args.data.strip():
+        raise BlocksearchError(
+            "--data is empty; give a dataset folder, 'cifar10' or 'synthetic', "
+            "or leave the option out"
+        )
+    location = storage_location(args, space)
+    check_storage(location)
+    depths = args.depths or list(space.depths)
+    check_model_size(space, depths)
     if args.threads:
         torch.set_num_threads(args.threads)
+
+    # data before storage: a bad dataset must not leave a new, empty file
     source = args.data or os.environ.get(DATA_ENV_VAR) or space.dataset
-    # Data first: a bad dataset must not leave a new, empty storage file.
     dataset = load_data(source, console)
-    location = storage_location(args, space)
     storage = open_storage(location)
     # blocksearch logs every finished, failed and interrupted trial itself;
     # Optuna's own lines would repeat them, with a traceback for Ctrl-C.
@@ -160,7 +238,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             space,
             dataset,
             storage=storage,
-            depths=args.depths,
+            depths=depths,
             trials=args.trials,
             epochs=args.epochs,
             seed=args.seed,

@@ -8,6 +8,7 @@ error, at the next stage or region, so that it reports every error of a text.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from fractions import Fraction
 from typing import NamedTuple
@@ -441,6 +442,14 @@ class _Parser:
             value = int(token.text)
         else:
             value = float(token.text)
+            if not math.isfinite(value):
+                raise self.source.error(
+                    token.offset,
+                    token.end,
+                    f"argument {param.name!r} of op {definition.name!r} must be a "
+                    f"finite number, got {token.text[:20]!r}",
+                    hint=hint,
+                )
         if param.check is not None:
             problem = param.check(value)
             if problem is not None:
@@ -457,6 +466,8 @@ class _Parser:
         names = ops.op_names()
         candidates = names + sorted(self.presets)
         close = difflib.get_close_matches(token.text, candidates, n=3, cutoff=0.6)
+        if token.text.lower() in candidates and token.text.lower() not in close:
+            close.insert(0, token.text.lower())  # names are lower case
         hint = ""
         if close:
             hint = f"did you mean {_join_alternatives(tuple(map(repr, close)))}? "

@@ -1,0 +1,167 @@
+"""Bad input found by trying the product: each ends in one message and a code."""
+
+from __future__ import annotations
+
+import pytest
+
+from blocksearch.cli import main
+
+GOOD_SPACE = """
+from blocksearch import PlacementSearch, Space, TrainConfig
+from blocksearch.presets import PRESETS
+
+SPACE = Space(
+    name="bad",
+    depths={depths},
+    search=PlacementSearch(main={main}),
+    presets={presets},
+    width=8,
+    dataset={dataset},
+    activation={activation},
+    train={train},
+    trials=1,
+)
+"""
+
+DEFAULTS = {
+    "depths": "(2,)",
+    "main": "('linear', 'bn')",
+    "presets": "PRESETS",
+    "dataset": "'synthetic'",
+    "activation": "'tanh'",
+    "train": "TrainConfig(epochs=1)",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("depths", "20", "depths must be a tuple of positive integers"),
+        ("depths", "(2, True)", "depths must be a tuple of positive integers"),
+        ("main", "5", "main must be a sequence of registered op names"),
+        ("presets", "5", "presets must map names to descriptions, got int"),
+        ("presets", "{'p': 7}", "preset 'p' must map a name to a description string"),
+        ("dataset", "5", "dataset must be a source such as 'cifar10'"),
+        ("activation", "'tahn'", "stem activation 'tahn' is not a registered op"),
+        ("activation", "'dropout'", "stem activation 'dropout' needs arguments"),
+        ("train", "5", "train must be a blocksearch.TrainConfig, got int"),
+        ("train", "TrainConfig(epochs=0)", "train.epochs must be at least 1, got 0"),
+        ("train", "TrainConfig(batch_size=0)", "train.batch_size must be at least 1"),
+        ("train", "TrainConfig(lr=-1)", "train.lr must be positive, got -1"),
+        ("train", "TrainConfig(grad_clip=0)", "train.grad_clip must be positive"),
+    ],
+)
+def test_space_field_rejected(tmp_path, capsys, field, value, message):
+    path = tmp_path / "bad.py"
+    path.write_text(GOOD_SPACE.format(**{**DEFAULTS, field: value}))
+    assert main(["run", str(path), "--storage", str(tmp_path / "s.journal")]) == 5
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "s.journal").exists()
+
+
+def _space(tmp_path):
+    path = tmp_path / "good.py"
+    path.write_text(GOOD_SPACE.format(**DEFAULTS))
+    return path
+
+
+def test_storage_other_file_left_unchanged(tmp_path, capsys):
+    other = tmp_path / "notes.txt"
+    other.write_text("hi\n")
+    assert main(["run", str(_space(tmp_path)), "--storage", str(other)]) == 6
+    assert "is not an Optuna journal file" in capsys.readouterr().err
+    assert other.read_text() == "hi\n"
+
+
+def test_storage_partial_record_left_unchanged(tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    assert main(["run", str(_space(tmp_path)), "--storage", str(storage)]) == 0
+    truncated = storage.read_bytes()[:-7]
+    storage.write_bytes(truncated)
+    capsys.readouterr()
+    assert (
+        main(["run", str(_space(tmp_path)), "--storage", str(storage), "--trials", "2"])
+        == 6
+    )
+    assert "ends with an incomplete record" in capsys.readouterr().err
+    assert storage.read_bytes() == truncated
+
+
+def test_storage_sqlite_file_named(tmp_path, capsys):
+    database = tmp_path / "x.db"
+    database.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    assert main(["run", str(_space(tmp_path)), "--storage", str(database)]) == 6
+    assert f"--storage sqlite:///{database}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_storage_in_memory_rejected(tmp_path, capsys, url):
+    assert main(["run", str(_space(tmp_path)), "--storage", url]) == 6
+    assert "is an in-memory database" in capsys.readouterr().err
+
+
+def test_storage_folder_rejected(tmp_path, capsys):
+    assert main(["run", str(_space(tmp_path)), "--storage", str(tmp_path)]) == 6
+    assert "is a folder; give a journal file path" in capsys.readouterr().err
+
+
+def test_show_lists_depths_outside_space(tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    space = _space(tmp_path)
+    assert main(["run", str(space), "--depths", "3", "--storage", str(storage)]) == 0
+    capsys.readouterr()
+    assert main(["show", str(space), "--storage", str(storage)]) == 0
+    assert "bad-depth3: 1 finished trials" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("mps", "no usable Apple GPU"),
+        ("tpu", "invalid device 'tpu'"),
+        ("", "invalid device ''"),
+        ("cuda:x", "invalid device 'cuda:x'"),
+    ],
+)
+def test_run_rejects_device(tmp_path, capsys, device, message):
+    import torch
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an Apple GPU")
+    assert main(["run", str(_space(tmp_path)), "--device", device]) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_run_rejects_empty_data(tmp_path, capsys):
+    assert main(["run", str(_space(tmp_path)), "--data", ""]) == 1
+    assert "--data is empty" in capsys.readouterr().err
+
+
+def test_run_rejects_depth_beyond_memory(tmp_path, capsys):
+    code = main(["run", str(_space(tmp_path)), "--depths", "10000000000"])
+    assert code == 1
+    assert "more than this machine's" in capsys.readouterr().err
+
+
+def test_compile_rejects_width_beyond_memory(capsys):
+    assert main(["compile", "linear + id", "--width", "99999999999"]) == 1
+    assert "more than this machine's" in capsys.readouterr().err
+
+
+def test_compile_rejects_depth_beyond_analysis(capsys):
+    assert main(["compile", "linear + id", "--width", "1", "--depth", "20000"]) == 3
+    assert "limited to 10,000 stages" in capsys.readouterr().err
+
+
+def test_compile_rejects_infinite_argument(capsys):
+    assert main(["compile", "leaky_relu(1e999) + id"]) == 3
+    assert "must be a finite number, got '1e999'" in capsys.readouterr().err
+
+
+def test_compile_suggests_lower_case(capsys):
+    assert main(["compile", "LINEAR + id"]) == 3
+    assert "did you mean 'linear'" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from blocksearch.analysis import analyse
+from blocksearch.artifacts import TrialArtifacts
 from blocksearch.builder import ResidualMLP
 from blocksearch.data import Dataset
 from blocksearch.dsl import canonical, design_hash, parse_design
@@ -271,6 +272,7 @@ def _make_objective(
     data: Dataset,
     device: str,
     reporter: RunReporter,
+    artifacts: TrialArtifacts | None,
 ):
     space = plan.space
     config = replace(space.train, epochs=plan.epochs, seed=plan.seed)
@@ -348,6 +350,8 @@ def _make_objective(
                 reporter.epoch_finished(plan, metrics)
                 if preset is None and trial.should_prune():
                     trial.set_user_attr("pruned_at_epoch", metrics.epoch)
+                    if artifacts is not None:
+                        artifacts.attach(trial, _note(trial, design))
                     raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
         except NonFiniteLossError as error:
             trial.set_user_attr("failure", str(error))
@@ -364,9 +368,31 @@ def _make_objective(
                 len(history["train_loss"]),
             )
             raise
+
+        # artifacts: plots and note for the dashboard, weights if best so far
+        if artifacts is not None:
+            artifacts.attach(trial, _note(trial, design))
+            artifacts.keep_if_best(trial, accuracy, model)
         return accuracy
 
     return objective
+
+
+def _note(trial: optuna.Trial, design: str) -> str:
+    """Return the Markdown note shown beside a trial in optuna-dashboard."""
+    stats = trial.user_attrs.get("path_stats", {})
+    lines = [f"**{trial_label(trial)}**", "", f"`{design}`", ""]
+    if "activations" in stats:
+        activations, weights = stats["activations"], stats["weight_layers"]
+        lines += [
+            f"- paths through the blocks: 2^{stats['log2_paths']:g}",
+            f"- activations per path: min {activations['min']}, "
+            f"mean {activations['mean']:g}, max {activations['max']}",
+            f"- weight layers per path: min {weights['min']}, "
+            f"mean {weights['mean']:g}, max {weights['max']}",
+            f"- activations on the pure skip chain: {stats['skip_chain_activations']}",
+        ]
+    return "\n".join(lines)
 
 
 def _path_stats(design: str, depth: int) -> dict[str, object]:
@@ -425,6 +451,7 @@ def run_study(
     *,
     device: str = "cpu",
     reporter: RunReporter | None = None,
+    artifacts: TrialArtifacts | None = None,
 ) -> optuna.Study:
     """Run the study of ``plan`` until it holds ``plan.trials`` finished trials."""
     reporter = reporter or _SilentReporter()
@@ -486,7 +513,7 @@ def run_study(
         reporter.trial_finished(plan, trial)
 
     study.optimize(
-        _make_objective(plan, data, device, reporter),
+        _make_objective(plan, data, device, reporter, artifacts),
         n_trials=remaining,
         callbacks=[
             on_trial_finished,
@@ -511,11 +538,14 @@ def run_space(
     warmup_epochs: int | None = None,
     device: str = "cpu",
     reporter: RunReporter | None = None,
+    artifact_dir: str | Path | None = None,
 ) -> list[optuna.Study]:
     """Run one study per depth of ``space``; unset options take the space's values.
 
     Runs resume: trials already finished in ``storage`` count toward
-    ``trials``, and presets already there are not enqueued again.
+    ``trials``, and presets already there are not enqueued again. With
+    ``artifact_dir``, every trained trial gets plots and a dashboard note, and
+    the best weights of each study are kept there.
     """
     plans = [
         StudyPlan(
@@ -534,7 +564,10 @@ def run_space(
         for depth in (depths if depths is not None else space.depths)
     ]
     data = data.to(device)
+    artifacts = TrialArtifacts(Path(artifact_dir)) if artifact_dir else None
     return [
-        run_study(plan, storage, data, device=device, reporter=reporter)
+        run_study(
+            plan, storage, data, device=device, reporter=reporter, artifacts=artifacts
+        )
         for plan in plans
     ]

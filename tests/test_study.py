@@ -447,3 +447,124 @@ def test_failed_preset_enqueued_again(tiny_space, tmp_path):
     study.tell(trial, state=TrialState.FAIL)
     assert _enqueue_presets(study, space, 3) == ["control"]
     assert _enqueue_presets(study, space, 3) == []
+
+
+def test_artifacts_plots_and_weights(tiny_space, tmp_path):
+    from PIL import Image
+
+    storage = tmp_path / "s.journal"
+    artifacts = tmp_path / "artifacts"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "3",
+                "--storage",
+                str(storage),
+                "--artifact-dir",
+                str(artifacts),
+            ]
+        )
+        == 0
+    )
+
+    study = _load(storage)
+    for trial in study.get_trials():
+        metas = optuna.artifacts.get_all_artifact_meta(
+            trial, storage=open_storage(storage)
+        )
+        names = sorted(meta.filename for meta in metas)
+        assert names == ["gradient_profile.png", "learning_curves.png"]
+        for meta in metas:
+            with Image.open(artifacts / meta.artifact_id) as image:
+                assert image.format == "PNG"
+                assert image.size[0] > 100
+    weights = list((artifacts / "weights" / "tiny-depth2").glob("trial-*.pt"))
+    assert len(weights) == 1
+    assert weights[0].name == f"trial-{study.best_trial.number:06d}.pt"
+
+
+def test_export_writes_best_design(tiny_space, tmp_path, capsys):
+    import json
+
+    import torch
+
+    storage = tmp_path / "s.journal"
+    artifacts = tmp_path / "artifacts"
+    common = ["--storage", str(storage), "--artifact-dir", str(artifacts)]
+    assert (
+        main(["run", str(tiny_space), "--depths", "2", "--trials", "3", *common]) == 0
+    )
+    out = tmp_path / "exported"
+    assert main(["export", str(tiny_space), *common, "--out", str(out)]) == 0
+
+    best = _load(storage).best_trial
+    folder = out / "tiny-depth2"
+    assert (folder / "design.txt").read_text().strip() == best.user_attrs["dsl"]
+    record = json.loads((folder / "trial.json").read_text())
+    assert record["trial"] == best.number
+    assert record["value"] == best.value
+    state = torch.load(folder / "weights.pt", weights_only=True)
+    assert "head.weight" in state
+    assert "design, record and weights" in capsys.readouterr().out
+
+
+def test_plot_writes_png(tiny_space, tmp_path):
+    from PIL import Image
+
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "4",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "figures"
+    assert (
+        main(["plot", str(tiny_space), "--storage", str(storage), "--out", str(out)])
+        == 0
+    )
+    with Image.open(out / "tiny-depth2.png") as image:
+        assert image.format == "PNG"
+
+
+def test_export_unknown_depth(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "1",
+                "--epochs",
+                "1",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["export", str(tiny_space), "--storage", str(storage), "--depths", "7"])
+        == 6
+    )
+    assert "no study of space 'tiny' at depth 7; stored depths: 2" in (
+        capsys.readouterr().err
+    )

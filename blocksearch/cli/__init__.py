@@ -1,4 +1,4 @@
-"""The ``blocksearch`` command: run, show, compile, check and ops.
+"""The ``blocksearch`` command: run, show, compile, check, ops, export and plot.
 
 User mistakes end with one message and an exit code (see
 :mod:`blocksearch.errors`); ``--debug`` shows the traceback instead.
@@ -227,6 +227,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a Mermaid flowchart of each distinct block",
     )
 
+    export = commands.add_parser(
+        "export",
+        help="write the best design of each study: description, record, weights",
+        description="Write, for each stored study of a space, the best trial's "
+        "canonical description (design.txt), its full record (trial.json) and, "
+        "when kept, its trained weights (weights.pt, a state_dict).",
+    )
+    export.add_argument("space", help="path of the space file the studies ran")
+    _add_storage_options(export)
+    export.add_argument(
+        "--depths", type=_depth_list, help="only these depths (default: all stored)"
+    )
+    export.add_argument(
+        "--out",
+        default="exports",
+        metavar="DIR",
+        help="folder to write into, one subfolder per study (default: exports)",
+    )
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw presets against the best designs of each study into PNG files",
+        description="Draw training loss and test accuracy per epoch of the "
+        "presets and the best sampled designs, one PNG file per study.",
+    )
+    plot.add_argument("space", help="path of the space file the studies ran")
+    _add_storage_options(plot)
+    plot.add_argument(
+        "--depths", type=_depth_list, help="only these depths (default: all stored)"
+    )
+    plot.add_argument(
+        "--top",
+        type=_non_negative_int,
+        default=3,
+        help="sampled designs to draw beside the presets, best first (default: 3)",
+    )
+    plot.add_argument(
+        "--out",
+        default="plots",
+        metavar="DIR",
+        help="folder for the PNG files (default: plots)",
+    )
+
     check = commands.add_parser(
         "check",
         help="report every error in a design or a file of designs",
@@ -270,6 +313,13 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder of the default journal file (default: studies)",
     )
+    parser.add_argument(
+        "--artifact-dir",
+        metavar="DIR",
+        help="folder of plots, notes and best weights; pass the same folder to "
+        "optuna-dashboard --artifact-dir to see the plots "
+        "(default: <studies-dir>/<space name>-artifacts)",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -283,6 +333,8 @@ COMMANDS = {
     "compile": ("blocksearch.cli.inspect", "command_compile"),
     "check": ("blocksearch.cli.inspect", "command_check"),
     "ops": ("blocksearch.cli.inspect", "command_ops"),
+    "export": ("blocksearch.cli.inspect", "command_export"),
+    "plot": ("blocksearch.cli.inspect", "command_plot"),
 }
 
 

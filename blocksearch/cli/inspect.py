@@ -1,9 +1,11 @@
-"""Commands that inspect designs and studies: show, compile, check and ops."""
+"""Commands that inspect designs and studies: show, compile, check, ops,
+export and plot."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -13,8 +15,9 @@ from rich.text import Text
 
 from blocksearch import ops
 from blocksearch.analysis import PathStats, analyse
+from blocksearch.artifacts import best_weights_path
 from blocksearch.builder import ResidualMLP, build_block, count_parameters
-from blocksearch.cli.run import physical_memory, storage_location
+from blocksearch.cli.run import artifact_location, physical_memory, storage_location
 from blocksearch.dsl import (
     check_text,
     design_hash,
@@ -24,9 +27,11 @@ from blocksearch.dsl import (
 )
 from blocksearch.errors import BlocksearchError, DslError, StudyError
 from blocksearch.mermaid import design_flowchart
+from blocksearch.plots import plot_comparison
 from blocksearch.report import (
     records_csv,
     records_markdown,
+    select_rows,
     study_records,
     study_table,
     theory_table,
@@ -171,4 +176,94 @@ def command_ops(args: argparse.Namespace, console: Console) -> int:
         definition = ops.get_op(name)
         table.add_row(definition.signature(), definition.kind.value, definition.doc)
     console.print(table)
+    return 0
+
+
+def _stored_studies(args: argparse.Namespace) -> tuple[object, list[optuna.Study]]:
+    """Load the space and its stored studies, limited to ``--depths`` if given."""
+    space = load_space(args.space)
+    location = storage_location(args, space)
+    if "://" not in location and not Path(location).is_file():
+        raise StudyError(
+            f"storage file {location!r} not found; run "
+            f"'blocksearch run {args.space}' first, or pass --storage"
+        )
+    storage = open_storage(location)
+    depths = study_depths(storage, space)
+    if getattr(args, "depths", None):
+        missing = sorted(set(args.depths) - set(depths))
+        if missing:
+            raise StudyError(
+                f"storage {location!r} has no study of space {space.name!r} at "
+                f"depth {', '.join(map(str, missing))}; stored depths: "
+                f"{', '.join(map(str, depths)) or 'none'}"
+            )
+        depths = [d for d in depths if d in args.depths]
+    if not depths:
+        raise StudyError(
+            f"storage {location!r} has no study of space {space.name!r}; run "
+            f"'blocksearch run {args.space}' first"
+        )
+    studies = [
+        optuna.load_study(study_name=study_name(space, depth), storage=storage)
+        for depth in depths
+    ]
+    return space, studies
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    try:
+        return study.best_trial
+    except ValueError:
+        raise StudyError(
+            f"study {study.study_name!r} has no complete trial yet; run more "
+            "trials first"
+        ) from None
+
+
+def command_export(args: argparse.Namespace, console: Console) -> int:
+    space, studies = _stored_studies(args)
+    artifact_dir = artifact_location(args, space)
+    for study in studies:
+        best = _best_trial(study)
+        folder = Path(args.out) / study.study_name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "design.txt").write_text(best.user_attrs.get("dsl", "") + "\n")
+        record = {
+            "study": study.study_name,
+            "trial": best.number,
+            "value": best.value,
+            "params": best.params,
+            "user_attrs": best.user_attrs,
+        }
+        (folder / "trial.json").write_text(json.dumps(record, indent=2) + "\n")
+        weights = best_weights_path(artifact_dir, study.study_name)
+        source_trial = None
+        if weights is not None:
+            source_trial = int(weights.stem.split("-")[1])
+        if weights is not None and source_trial == best.number:
+            shutil.copyfile(weights, folder / "weights.pt")
+            saved = "design, record and weights"
+        else:
+            # NOTE: weights exist only for trials that ran with artifacts and
+            # were the best complete trial when they finished.
+            saved = "design and record (no weights were kept for this trial)"
+        _print_plain(
+            console,
+            f"{study.study_name}: trial {best.number} ({best.value:.2%}) -> {folder}: "
+            f"{saved}",
+        )
+    return 0
+
+
+def command_plot(args: argparse.Namespace, console: Console) -> int:
+    _, studies = _stored_studies(args)
+    for study in studies:
+        trials = select_rows(study, top=args.top)
+        path = plot_comparison(
+            trials,
+            Path(args.out) / f"{study.study_name}.png",
+            title=f"{study.study_name}: presets (solid) and best designs (dashed)",
+        )
+        _print_plain(console, f"{study.study_name}: {len(trials)} trials -> {path}")
     return 0

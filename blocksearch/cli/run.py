@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -104,6 +105,13 @@ def storage_location(args: argparse.Namespace, space) -> str:
     if args.storage:
         return args.storage
     return str(default_storage_path(space, args.studies_dir))
+
+
+def artifact_location(args: argparse.Namespace, space: Space) -> Path:
+    """Return the artifact folder: ``--artifact-dir`` or one beside the studies."""
+    if args.artifact_dir:
+        return Path(args.artifact_dir)
+    return Path(args.studies_dir) / f"{space.name}-artifacts"
 
 
 def load_data(source: str, console: Console):
@@ -248,6 +256,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             warmup_epochs=args.warmup_epochs,
             device=str(device),
             reporter=RichReporter(progress),
+            artifact_dir=artifact_location(args, space),
         )
     logger.info(
         "finished %d studies in %.0f s; inspect them with: blocksearch show %s%s",

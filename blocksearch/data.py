@@ -133,10 +133,25 @@ class Dataset:
     test_labels: torch.Tensor
     #: Class names; label i names ``classes[i]``.
     classes: tuple[str, ...]
+    #: (N_validation, in_features) images held out of training, or None.
+    validation_images: torch.Tensor | None = None
+    #: (N_validation,) int64 class indices, or None.
+    validation_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_split("train", self.train_images, self.train_labels, len(self.classes))
         _check_split("test", self.test_images, self.test_labels, len(self.classes))
+        if (self.validation_images is None) != (self.validation_labels is None):
+            raise ValueError(
+                "validation images and labels must be given together or not at all."
+            )
+        if self.validation_images is not None:
+            _check_split(
+                "validation",
+                self.validation_images,
+                self.validation_labels,
+                len(self.classes),
+            )
         if self.train_images.shape[1] != self.test_images.shape[1]:
             raise ValueError(
                 f"train images have {self.train_images.shape[1]} features but test "
@@ -154,16 +169,50 @@ class Dataset:
         return len(self.classes)
 
     def to(self, device: torch.device | str) -> Dataset:
-        """Return a Dataset with all four tensors on ``device``.
+        """Return a Dataset with all its tensors on ``device``.
 
         Tensors already on ``device`` are shared with this Dataset, not copied.
         """
+        moved = {
+            name: getattr(self, name).to(device)
+            for name in (
+                "train_images",
+                "train_labels",
+                "test_images",
+                "test_labels",
+                "validation_images",
+                "validation_labels",
+            )
+            if getattr(self, name) is not None
+        }
+        return dataclasses.replace(self, **moved)
+
+    def split_validation(self, size: int, seed: int) -> Dataset:
+        """Return a copy whose last ``size`` shuffled train images form a
+        validation split, held out of training.
+
+        The shuffle uses its own generator seeded with ``seed``, so a split is
+        the same in every process and every run with that seed.
+
+        Raises:
+            DataError: If ``size`` is not between 1 and the train count minus 1.
+        """
+        count = len(self.train_labels)
+        if not 1 <= size < count:
+            raise DataError(
+                f"validation size {size} does not fit the {count} train images of "
+                f"{self.name}; choose a size from 1 to {count - 1}, or use "
+                "--protocol paper to train on the whole train split"
+            )
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(count, generator=generator).to(self.train_labels.device)
+        keep, held_out = order[: count - size], order[count - size :]
         return dataclasses.replace(
             self,
-            train_images=self.train_images.to(device),
-            train_labels=self.train_labels.to(device),
-            test_images=self.test_images.to(device),
-            test_labels=self.test_labels.to(device),
+            train_images=self.train_images[keep],
+            train_labels=self.train_labels[keep],
+            validation_images=self.train_images[held_out],
+            validation_labels=self.train_labels[held_out],
         )
 
 

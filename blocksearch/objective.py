@@ -1,0 +1,235 @@
+"""The objective of a study: build, train and record one trial's design.
+
+Every trial stores, as user attributes, its canonical description (``dsl``),
+its design hash, its preset name (``preset``, presets only), the seed, the
+depth, its gradient-path statistics and, per epoch, the training loss, test
+accuracy, learning rate, dead-neuron rate and the gradient norm at every
+block's output. The objective value is reported to Optuna after every epoch,
+so pruners work and the dashboard draws learning curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from blocksearch.analysis import analyse
+from blocksearch.artifacts import TrialArtifacts
+from blocksearch.builder import ResidualMLP
+from blocksearch.data import Dataset
+from blocksearch.dsl import canonical, design_hash, parse_design
+from blocksearch.errors import DslError, SpaceError
+from blocksearch.space import Space
+from blocksearch.strategy import PrunerSetting, SamplerSetting
+from blocksearch.train import (
+    EpochMetrics,
+    NonFiniteLossError,
+    seed_everything,
+    train,
+)
+
+__all__ = ["RunReporter", "StudyPlan", "make_objective", "trial_label"]
+
+logger = logging.getLogger("blocksearch")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What to run in one study."""
+
+    space: Space
+    depth: int
+    trials: int  # total per study, counting finished trials already there
+    epochs: int
+    seed: int
+    #: Train a sampled design again even when an equal one already finished.
+    repeat_duplicates: bool = False
+    sampler: SamplerSetting = "auto"
+    pruner: PrunerSetting = "median"
+    warmup_epochs: int = 2
+
+
+class RunReporter(Protocol):
+    """Receives progress events; the command line draws them with rich."""
+
+    def study_started(self, plan: StudyPlan, finished: int) -> None: ...
+
+    def trial_started(
+        self, plan: StudyPlan, trial: optuna.Trial, label: str
+    ) -> None: ...
+
+    def epoch_finished(self, plan: StudyPlan, metrics: EpochMetrics) -> None: ...
+
+    def trial_finished(self, plan: StudyPlan, trial: FrozenTrial) -> None: ...
+
+
+class _SilentReporter:
+    def study_started(self, plan: StudyPlan, finished: int) -> None:
+        pass
+
+    def trial_started(self, plan: StudyPlan, trial: optuna.Trial, label: str) -> None:
+        pass
+
+    def epoch_finished(self, plan: StudyPlan, metrics: EpochMetrics) -> None:
+        pass
+
+    def trial_finished(self, plan: StudyPlan, trial: FrozenTrial) -> None:
+        pass
+
+
+def trial_label(trial: FrozenTrial | optuna.Trial) -> str:
+    """Return a trial's preset name, or ``#N`` for a sampled trial."""
+    preset = trial.user_attrs.get("preset")
+    return str(preset) if preset else f"#{trial.number}"
+
+
+def make_objective(
+    plan: StudyPlan,
+    data: Dataset,
+    device: str,
+    reporter: RunReporter,
+    artifacts: TrialArtifacts | None,
+):
+    space = plan.space
+    config = replace(space.train, epochs=plan.epochs, seed=plan.seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        # design: sampled, or fixed by the enqueued preset parameters
+        design = canonical(space.search.suggest(trial))
+        preset = trial.user_attrs.get("preset")
+        if preset is not None and design != space.presets.get(preset):
+            raise SpaceError(
+                f"preset {preset!r} is {space.presets.get(preset)!r} but the "
+                f"search produced {design!r} from its parameters; "
+                "params_for and suggest of the space's search disagree"
+            )
+        parsed = parse_design(design)
+        identity = design_hash(parsed.at_depth(plan.depth))
+        trial.set_user_attr("dsl", design)
+        trial.set_user_attr("design_hash", identity)
+        trial.set_user_attr("seed", plan.seed)
+        trial.set_user_attr("depth", plan.depth)
+        trial.set_user_attr("path_stats", _path_stats(design, plan.depth))
+        reporter.trial_started(plan, trial, trial_label(trial))
+
+        # constraints: a design the space forbids is recorded, never trained
+        problem = space.constraint(parsed) if space.constraint else None
+        if problem is not None and preset is None:
+            trial.set_user_attr("rejected", problem)
+            raise optuna.TrialPruned(f"rejected by the space's constraint: {problem}")
+
+        # duplicates: a design already trained at this depth and seed is not
+        # trained again; the trial records the earlier trial and its value
+        if preset is None and not plan.repeat_duplicates:
+            earlier = _finished_twin(trial, identity)
+            if earlier is not None:
+                trial.set_user_attr("duplicate_of", earlier.number)
+                logger.info(
+                    "trial %d repeats trial %d (%s); not trained again",
+                    trial.number,
+                    earlier.number,
+                    design,
+                )
+                return float(earlier.value)
+
+        # model: seeded so a design at a seed always starts from the same weights
+        seed_everything(plan.seed)
+        model = ResidualMLP(
+            design,
+            depth=plan.depth,
+            width=space.width,
+            in_features=data.in_features,
+            num_classes=data.num_classes,
+            activation=space.activation,
+        )
+
+        # train, reporting every epoch
+        history: dict[str, list] = {
+            "train_loss": [],
+            "test_accuracy": [],
+            "learning_rate": [],
+            "dead_neuron_rate": [],
+            "block_grad_norms": [],
+        }
+        accuracy = math.nan
+        try:
+            for metrics in train(model, data, config, device):
+                history["train_loss"].append(metrics.train_loss)
+                history["test_accuracy"].append(metrics.test_accuracy)
+                history["learning_rate"].append(metrics.learning_rate)
+                history["dead_neuron_rate"].append(metrics.dead_neuron_rate)
+                history["block_grad_norms"].append(list(metrics.block_grad_norms))
+                for key, values in history.items():
+                    trial.set_user_attr(key, values)
+                accuracy = metrics.test_accuracy
+                trial.report(accuracy, metrics.epoch)
+                reporter.epoch_finished(plan, metrics)
+                if preset is None and trial.should_prune():
+                    trial.set_user_attr("pruned_at_epoch", metrics.epoch)
+                    if artifacts is not None:
+                        artifacts.attach(trial, _note(trial, design))
+                    raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
+        except NonFiniteLossError as error:
+            trial.set_user_attr("failure", str(error))
+            logger.warning("trial %d (%s): %s", trial.number, design, error)
+            raise optuna.TrialPruned(str(error)) from None
+        except KeyboardInterrupt:
+            # Optuna marks the trial failed and re-raises; say so once here.
+            trial.set_user_attr("failure", "interrupted")
+            logger.warning(
+                "%s trial %d (%s) interrupted after %d epochs; marked failed",
+                trial.study.study_name,
+                trial.number,
+                trial_label(trial),
+                len(history["train_loss"]),
+            )
+            raise
+
+        # artifacts: plots and note for the dashboard, weights if best so far
+        if artifacts is not None:
+            artifacts.attach(trial, _note(trial, design))
+            artifacts.keep_if_best(trial, accuracy, model)
+        return accuracy
+
+    return objective
+
+
+def _note(trial: optuna.Trial, design: str) -> str:
+    """Return the Markdown note shown beside a trial in optuna-dashboard."""
+    stats = trial.user_attrs.get("path_stats", {})
+    lines = [f"**{trial_label(trial)}**", "", f"`{design}`", ""]
+    if "activations" in stats:
+        activations, weights = stats["activations"], stats["weight_layers"]
+        lines += [
+            f"- paths through the blocks: 2^{stats['log2_paths']:g}",
+            f"- activations per path: min {activations['min']}, "
+            f"mean {activations['mean']:g}, max {activations['max']}",
+            f"- weight layers per path: min {weights['min']}, "
+            f"mean {weights['mean']:g}, max {weights['max']}",
+            f"- activations on the pure skip chain: {stats['skip_chain_activations']}",
+        ]
+    return "\n".join(lines)
+
+
+def _path_stats(design: str, depth: int) -> dict[str, object]:
+    try:
+        stats = analyse(design, depth).to_dict()
+    except DslError as error:  # too many stages for exact statistics
+        return {"error": str(error)}
+    # Path counts exceed the integers that JSON readers such as the dashboard's
+    # JavaScript hold exactly, so the count is stored as text.
+    stats["paths"] = str(stats["paths"])
+    return stats
+
+
+def _finished_twin(trial: optuna.Trial, identity: str) -> FrozenTrial | None:
+    """Return the first complete trial of the same design hash, if any."""
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.user_attrs.get("design_hash") == identity:
+            return other
+    return None

@@ -187,6 +187,16 @@ class Dataset:
         }
         return dataclasses.replace(self, **moved)
 
+    def check_validation_size(self, size: int) -> None:
+        """Raise DataError unless ``size`` leaves train images on both sides."""
+        count = len(self.train_labels)
+        if not 1 <= size < count:
+            raise DataError(
+                f"validation size {size} does not fit the {count} train images of "
+                f"{self.name}; choose a size from 1 to {count - 1}, or use "
+                "--protocol paper to train on the whole train split"
+            )
+
     def split_validation(self, size: int, seed: int) -> Dataset:
         """Return a copy whose last ``size`` shuffled train images form a
         validation split, held out of training.
@@ -198,12 +208,7 @@ class Dataset:
             DataError: If ``size`` is not between 1 and the train count minus 1.
         """
         count = len(self.train_labels)
-        if not 1 <= size < count:
-            raise DataError(
-                f"validation size {size} does not fit the {count} train images of "
-                f"{self.name}; choose a size from 1 to {count - 1}, or use "
-                "--protocol paper to train on the whole train split"
-            )
+        self.check_validation_size(size)
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(count, generator=generator).to(self.train_labels.device)
         keep, held_out = order[: count - size], order[count - size :]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from blocksearch.strategy import PrunerSetting, SamplerSetting
 from blocksearch.train import (
     EpochMetrics,
     NonFiniteLossError,
+    TrainConfig,
     seed_everything,
     train,
 )
@@ -52,6 +54,22 @@ class StudyPlan:
     sampler: SamplerSetting = "auto"
     pruner: PrunerSetting = "median"
     warmup_epochs: int = 2
+    #: Seeds per design: ``seed``, ``seed + 1``, ...; the objective is the mean.
+    repeats: int = 1
+    #: "validation": select on a held-out part of the train split;
+    #: "paper": train on all of it and select on the test split.
+    protocol: str = "validation"
+
+    @property
+    def objective_metric(self) -> str:
+        """User attribute whose last value is the objective of one seed."""
+        return (
+            "validation_accuracy" if self.protocol == "validation" else "test_accuracy"
+        )
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.repeats)]
 
 
 class RunReporter(Protocol):
@@ -137,43 +155,11 @@ def make_objective(
                 )
                 return float(earlier.value)
 
-        # model: seeded so a design at a seed always starts from the same weights
-        seed_everything(plan.seed)
-        model = ResidualMLP(
-            design,
-            depth=plan.depth,
-            width=space.width,
-            in_features=data.in_features,
-            num_classes=data.num_classes,
-            activation=space.activation,
-        )
-
-        # train, reporting every epoch
-        history: dict[str, list] = {
-            "train_loss": [],
-            "test_accuracy": [],
-            "learning_rate": [],
-            "dead_neuron_rate": [],
-            "block_grad_norms": [],
-        }
-        accuracy = math.nan
+        # train every seed in lockstep, reporting the mean after each epoch
         try:
-            for metrics in train(model, data, config, device):
-                history["train_loss"].append(metrics.train_loss)
-                history["test_accuracy"].append(metrics.test_accuracy)
-                history["learning_rate"].append(metrics.learning_rate)
-                history["dead_neuron_rate"].append(metrics.dead_neuron_rate)
-                history["block_grad_norms"].append(list(metrics.block_grad_norms))
-                for key, values in history.items():
-                    trial.set_user_attr(key, values)
-                accuracy = metrics.test_accuracy
-                trial.report(accuracy, metrics.epoch)
-                reporter.epoch_finished(plan, metrics)
-                if preset is None and trial.should_prune():
-                    trial.set_user_attr("pruned_at_epoch", metrics.epoch)
-                    if artifacts is not None:
-                        artifacts.attach(trial, _note(trial, design))
-                    raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
+            value, model = _train_seeds(
+                trial, plan, data, design, config, device, reporter, artifacts
+            )
         except NonFiniteLossError as error:
             trial.set_user_attr("failure", str(error))
             logger.warning("trial %d (%s): %s", trial.number, design, error)
@@ -186,17 +172,116 @@ def make_objective(
                 trial.study.study_name,
                 trial.number,
                 trial_label(trial),
-                len(history["train_loss"]),
+                len(trial.user_attrs.get("train_loss", [])),
             )
             raise
 
         # artifacts: plots and note for the dashboard, weights if best so far
         if artifacts is not None:
             artifacts.attach(trial, _note(trial, design))
-            artifacts.keep_if_best(trial, accuracy, model)
-        return accuracy
+            artifacts.keep_if_best(trial, value, model)
+        return value
 
     return objective
+
+
+#: Per-epoch metrics stored for every trial, averaged over seeds when repeated.
+HISTORY_KEYS = (
+    "train_loss",
+    "test_accuracy",
+    "validation_accuracy",
+    "learning_rate",
+    "dead_neuron_rate",
+    "block_grad_norms",
+)
+
+
+def _mean(values: list) -> object:
+    """Return the mean of numbers, or the elementwise mean of equal-length lists."""
+    if isinstance(values[0], list):
+        return [sum(column) / len(column) for column in zip(*values, strict=True)]
+    return sum(values) / len(values)
+
+
+def _train_seeds(
+    trial: optuna.Trial,
+    plan: StudyPlan,
+    data: Dataset,
+    design: str,
+    config: TrainConfig,
+    device: str,
+    reporter: RunReporter,
+    artifacts: TrialArtifacts | None,
+) -> tuple[float, ResidualMLP]:
+    """Train ``design`` once per seed of ``plan`` and return the mean objective
+    and the first seed's model.
+
+    Raises:
+        optuna.TrialPruned: When the pruner stops a sampled trial.
+        NonFiniteLossError: When any seed's loss becomes NaN or infinite.
+    """
+    space = plan.space
+    preset = trial.user_attrs.get("preset")
+
+    # models: seeded so a design at a seed always starts from the same weights
+    models, runs = [], []
+    for seed in plan.seeds:
+        seed_everything(seed)
+        model = ResidualMLP(
+            design,
+            depth=plan.depth,
+            width=space.width,
+            in_features=data.in_features,
+            num_classes=data.num_classes,
+            activation=space.activation,
+        )
+        models.append(model)
+        runs.append(train(model, data, replace(config, seed=seed), device))
+
+    # epochs: one step of every seed's generator, then one report of the mean
+    histories = [{key: [] for key in HISTORY_KEYS} for _ in plan.seeds]
+    value = math.nan
+    for epoch_metrics in zip(*runs, strict=True):
+        for history, metrics in zip(histories, epoch_metrics, strict=True):
+            _append(history, metrics)
+        for key in HISTORY_KEYS:
+            latest = [h[key][-1] for h in histories]
+            if latest[0] is None:  # no validation split under the paper protocol
+                continue
+            stored = trial.user_attrs.get(key, [])
+            trial.set_user_attr(key, [*stored, _mean(latest)])
+        if plan.repeats > 1:
+            runs_record = [
+                {"seed": seed, **history}
+                for seed, history in zip(plan.seeds, histories, strict=True)
+            ]
+            trial.set_user_attr("runs", runs_record)
+        per_seed = [h[plan.objective_metric][-1] for h in histories]
+        value = sum(per_seed) / len(per_seed)
+        epoch = epoch_metrics[0].epoch
+        trial.report(value, epoch)
+        reporter.epoch_finished(plan, epoch_metrics[0])
+        if preset is None and trial.should_prune():
+            trial.set_user_attr("pruned_at_epoch", epoch)
+            if artifacts is not None:
+                artifacts.attach(trial, _note(trial, design))
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    per_seed = [h[plan.objective_metric][-1] for h in histories]
+    trial.set_user_attr("objective_per_seed", per_seed)
+    trial.set_user_attr(
+        "objective_std", statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+    )
+    return value, models[0]
+
+
+def _append(history: dict[str, list], metrics: EpochMetrics) -> None:
+    history["train_loss"].append(metrics.train_loss)
+    history["test_accuracy"].append(metrics.test_accuracy)
+    history["validation_accuracy"].append(metrics.validation_accuracy)
+    history["learning_rate"].append(metrics.learning_rate)
+    history["dead_neuron_rate"].append(metrics.dead_neuron_rate)
+    history["block_grad_norms"].append(list(metrics.block_grad_norms))
 
 
 def _note(trial: optuna.Trial, design: str) -> str:

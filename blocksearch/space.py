@@ -75,6 +75,8 @@ class Space:
         pruner: ``"median"``, ``"hyperband"``, ``"none"`` or an Optuna pruner.
             Presets are never pruned.
         warmup_epochs: Epochs a trial runs before a pruner may stop it.
+        validation_size: Train images held out for selection under the
+            default validation protocol.
         constraint: Returns why a design is not allowed, or None; a rejected
             design is recorded as pruned without training.
     """
@@ -91,6 +93,7 @@ class Space:
     sampler: SamplerSetting = "auto"
     pruner: PrunerSetting = "median"
     warmup_epochs: int = 2
+    validation_size: int = 5000
     constraint: Callable[[Design], str | None] | None = None
 
     def __post_init__(self) -> None:
@@ -109,6 +112,7 @@ class Space:
             ("width", self.width, 1),
             ("trials", self.trials, 1),
             ("warmup_epochs", self.warmup_epochs, 0),
+            ("validation_size", self.validation_size, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise SpaceError(

@@ -55,6 +55,9 @@ __all__ = [
 
 logger = logging.getLogger("blocksearch")
 
+#: Selection protocols: a held-out validation split, or the published one.
+PROTOCOLS = ("validation", "paper")
+
 #: States of trials that count toward ``--trials``.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -143,7 +146,15 @@ def run_study(
         "epochs": plan.epochs,
         "seed": plan.seed,
         "dataset": data.name,
-        "objective": "test accuracy after the last epoch",
+        "protocol": plan.protocol,
+        "validation_size": (
+            0 if data.validation_labels is None else len(data.validation_labels)
+        ),
+        "repeats": plan.repeats,
+        "objective": (
+            f"mean over {plan.repeats} seeds of the "
+            f"{plan.objective_metric.replace('_', ' ')} after the last epoch"
+        ),
     }
     sampler, reason = choose_sampler(
         plan.sampler, space.search, plan.trials, plan.seed + plan.depth
@@ -216,11 +227,21 @@ def run_space(
     sampler: SamplerSetting | None = None,
     pruner: PrunerSetting | None = None,
     warmup_epochs: int | None = None,
+    repeats: int = 1,
+    protocol: str = "validation",
+    validation_size: int | None = None,
     device: str = "cpu",
     reporter: RunReporter | None = None,
     artifact_dir: str | Path | None = None,
 ) -> list[optuna.Study]:
     """Run one study per depth of ``space``; unset options take the space's values.
+
+    Under the default ``"validation"`` protocol, ``validation_size`` images
+    (default: the space's value) are held out of the train split and the
+    objective is the accuracy on them; the test split is measured but never
+    selects. ``"paper"`` trains on the whole train split and selects on test
+    accuracy, as the published experiment did. With ``repeats`` above 1 each
+    design trains with that many seeds and the objective is their mean.
 
     Runs resume: trials already finished in ``storage`` count toward
     ``trials``, and presets already there are not enqueued again. With
@@ -240,9 +261,22 @@ def run_space(
             warmup_epochs=(
                 warmup_epochs if warmup_epochs is not None else space.warmup_epochs
             ),
+            repeats=repeats,
+            protocol=protocol,
         )
         for depth in (depths if depths is not None else space.depths)
     ]
+    if protocol not in PROTOCOLS:
+        raise StudyError(
+            f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
+        )
+    if repeats < 1:
+        raise StudyError(f"repeats must be at least 1, got {repeats!r}")
+    if protocol == "validation":
+        # One split per run, seeded by the space, so every trial of every
+        # study selects on the same held-out images.
+        size = validation_size if validation_size is not None else space.validation_size
+        data = data.split_validation(size, seed=space.train.seed)
     data = data.to(device)
     artifacts = TrialArtifacts(Path(artifact_dir)) if artifact_dir else None
     return [

@@ -8,11 +8,16 @@ caller decides what to do between epochs (report to Optuna, stop early).
 
 The whole dataset lives on the training device and batches are sliced from it
 by a shuffled index, so no loader or host transfer runs per step. Loss sums
-and gradient norms are accumulated on the device and read once per epoch.
+and gradient norms are accumulated on the device and read once per epoch; no
+step waits for the device. With the default :class:`TrainConfig` the results
+equal those of the plain loop (DataLoader, ``loss.item()`` per step) up to
+floating-point rounding. ``autocast_bf16`` and ``compile`` trade that
+exactness for speed; :meth:`TrainConfig.inexact_options` names those in use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -43,7 +48,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run. Defaults are the reference protocol."""
+    """Hyperparameters of one training run. Defaults are the reference protocol.
+
+    ``grad_norm_every`` only thins out a measurement: training itself does
+    not depend on it. ``autocast_bf16`` and ``compile`` change the rounding of
+    every step, so runs that use them are not comparable bit for bit with
+    runs that do not; label them with :meth:`inexact_options`.
+
+    Raises:
+        ValueError: If ``grad_norm_every`` is not a positive integer.
+    """
 
     epochs: int = 50
     batch_size: int = 128
@@ -56,6 +70,31 @@ class TrainConfig:
     dead_threshold: float = 1e-2  # |activation| below this counts as dead
     probe_samples: int = 64  # standard-normal inputs of the dead-neuron probe
     eval_batch_size: int = 1024  # does not change results in eval mode
+    # Block gradient norms are gathered on steps 1, 1 + k, 1 + 2k, ... of each
+    # epoch (k = grad_norm_every) and averaged over those steps; 1 is every step.
+    grad_norm_every: int = 1
+    # Inexact: forward passes of training and test evaluation run under
+    # bfloat16 autocast (matrix products in bfloat16, accumulated in float32).
+    autocast_bf16: bool = False
+    # Inexact: training steps run the network compiled by torch.compile, which
+    # fuses element-wise operations and so rounds differently. Steps that gather
+    # block gradient norms run eagerly, so set grad_norm_every above 1 with it.
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        every = self.grad_norm_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"grad_norm_every must be a positive integer, got {every!r}"
+            )
+
+    def inexact_options(self) -> tuple[str, ...]:
+        """Return the names of the enabled options that trade exactness for speed.
+
+        An empty tuple means the run follows the reference protocol exactly.
+        """
+        flags = (("autocast_bf16", self.autocast_bf16), ("compile", self.compile))
+        return tuple(name for name, enabled in flags if enabled)
 
 
 @dataclass(frozen=True)
@@ -63,7 +102,8 @@ class EpochMetrics:
     """Measurements taken during and after one epoch.
 
     ``block_grad_norms[i]`` is the L2 norm of the loss gradient with respect
-    to block ``i``'s output tensor, averaged over the epoch's steps.
+    to block ``i``'s output tensor, averaged over the epoch's sampled steps
+    (every step unless :attr:`TrainConfig.grad_norm_every` is above 1).
     """
 
     epoch: int  # 1-based
@@ -73,6 +113,8 @@ class EpochMetrics:
     block_grad_norms: tuple[float, ...]
     dead_neuron_rate: float  # fraction in [0, 1], mean over blocks
     seconds: float  # wall time of the epoch, evaluation included
+    #: Accuracy on the held-out validation split, or None without one.
+    validation_accuracy: float | None = None
 
 
 class NonFiniteLossError(BlocksearchError):
@@ -115,7 +157,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
     # Fused Adam runs one kernel for all parameters; it exists for CPU and CUDA
     # tensors in recent torch releases, and foreach is the fallback.
     try:
@@ -135,10 +177,20 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
 
 
 class _BlockGradientMeter:
-    """Sums, on the device, the L2 norm of the gradient at each block output."""
+    """Sums, on the device, the L2 norm of the gradient at each block output.
+
+    Only steps run while :attr:`active` is true are measured. On those, the
+    forward hooks call ``retain_grad()`` on each block output, whose hook runs
+    in C++ during the backward pass, and :meth:`collect` reads the gradients
+    afterwards. The forward hooks stay registered and return at once on other
+    steps.
+    """
 
     def __init__(self, model: ResidualMLP, device: torch.device) -> None:
-        self.sums = torch.zeros(model.depth, device=device)
+        self.sums = torch.zeros(model.depth, device=device)  # (depth,)
+        self.samples = 0  # steps added to ``sums``
+        self.active = False
+        self._outputs: list[Tensor | None] = [None] * model.depth
         self.handles = [
             block.register_forward_hook(self._make_forward_hook(i))
             for i, block in enumerate(model.blocks)
@@ -146,16 +198,35 @@ class _BlockGradientMeter:
 
     def _make_forward_hook(self, index: int):
         def on_forward(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-            if output.requires_grad:
-                output.register_hook(lambda grad: self._add(index, grad))
+            if self.active and output.requires_grad:
+                output.retain_grad()
+                self._outputs[index] = output
 
         return on_forward
 
-    def _add(self, index: int, grad: Tensor) -> None:
-        self.sums[index] += torch.linalg.vector_norm(grad.detach())
+    def collect(self) -> None:
+        """Add the gradients of the last backward pass to the sums, then drop
+        the block outputs (and with them the step's graph)."""
+        grads = [None if out is None else out.grad for out in self._outputs]
+        self._outputs = [None] * len(grads)
+        if all(grad is not None for grad in grads):
+            # one foreach call and one add instead of two ops per block
+            norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+            self.sums.add_(torch.stack(norms))
+        else:
+            for index, grad in enumerate(grads):
+                if grad is not None:
+                    norm = torch.linalg.vector_norm(grad, dtype=torch.float32)
+                    self.sums[index] += norm
+        self.samples += 1
 
     def reset(self) -> None:
         self.sums.zero_()
+        self.samples = 0
+
+    def means(self) -> list[float]:
+        """Return the per-block means over the measured steps (one read)."""
+        return (self.sums / max(1, self.samples)).tolist()
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -186,21 +257,218 @@ def dead_neuron_rate(
             handle.remove()
         model.train(was_training)
     # (blocks, samples, width) -> fraction of dead units per block
-    stacked = torch.stack(outputs)
+    stacked = torch.stack(outputs).float()
     dead = (stacked.abs() < threshold).all(dim=1).float().mean(dim=1)
     return float(dead.mean())
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch: int) -> float:
+def _accuracy(
+    model: nn.Module, images: Tensor, labels: Tensor, batch: int, bf16: bool = False
+) -> float:
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=images.device)
-    for start in range(0, len(images), batch):
-        logits = model(images[start : start + batch])  # (batch, classes)
-        correct += (logits.argmax(dim=1) == labels[start : start + batch]).sum()
+    with _autocast(images.device, bf16):
+        for start in range(0, len(images), batch):
+            logits = model(images[start : start + batch])  # (batch, classes)
+            correct += (logits.argmax(dim=1) == labels[start : start + batch]).sum()
     model.train(was_training)
     return correct.item() / max(1, len(images))
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# torch.compile backend of ``TrainConfig.compile``. Tests swap in "aot_eager",
+# which traces the same way but generates and compiles no C++ code.
+_COMPILE_BACKEND = "inductor"
+
+
+class _TrainingRun:
+    """The state of one run of :func:`train`, one method per phase.
+
+    :func:`train` drives it; the epoch-time benchmark calls :meth:`step`
+    directly to time steady-state steps of exactly this code.
+
+    Args:
+        model: Network to train in place; moved to ``device``.
+        data: Dataset, moved to ``device`` (tensors already there are shared).
+        config: Protocol; see :class:`TrainConfig`.
+        device: Device for the model, the data and every step.
+        grad_norms: Whether block gradient norms are gathered at all. The
+            benchmark turns them off to measure what they cost.
+    """
+
+    def __init__(
+        self,
+        model: ResidualMLP,
+        data: Dataset,
+        config: TrainConfig,
+        device: torch.device,
+        *,
+        grad_norms: bool = True,
+    ) -> None:
+        self.model = model.to(device)
+        self.data = data.to(device)
+        self.config = config
+        self.device = device
+        self.track_grad_norms = grad_norms
+        self.optimizer = _make_optimizer(model, config)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer,
+            mode="min",
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+        )
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.order_generator = torch.Generator().manual_seed(config.seed)
+        probe_generator = torch.Generator().manual_seed(config.seed)
+        self.probe = torch.randn(
+            config.probe_samples, data.in_features, generator=probe_generator
+        ).to(device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.epoch_steps = 0
+        self.meter = _BlockGradientMeter(model, device)
+        # The whole network is compiled as one graph. Steps that gather block
+        # gradient norms run the eager model instead, because the tensor hooks
+        # need each block's output to exist outside the compiled graph.
+        self.compiled_model: nn.Module | None = None
+        if config.compile:
+            self.compiled_model = torch.compile(model, backend=_COMPILE_BACKEND)
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        # fused Adam can apply the clipping itself; see _clip_and_update
+        self.clip_in_adam = bool(self.optimizer.defaults.get("fused"))
+
+    def begin_epoch(self) -> Tensor:
+        """Reset the epoch's sums and return its shuffled sample order (on device)."""
+        self.model.train()
+        self.meter.reset()
+        self.loss_sum.zero_()
+        self.epoch_steps = 0
+        count = len(self.data.train_images)
+        return torch.randperm(count, generator=self.order_generator).to(self.device)
+
+    def step(self, index: Tensor) -> None:
+        """Run one optimization step on the training samples ``index`` (batch,).
+
+        Nothing here reads a device value back to the host.
+        """
+        config = self.config
+        measure = (
+            self.track_grad_norms and self.epoch_steps % config.grad_norm_every == 0
+        )
+        self.meter.active = measure
+        images = self.data.train_images[index]  # (batch, in_features)
+        labels = self.data.train_labels[index]  # (batch,)
+
+        # forward
+        model = self.model
+        if self.compiled_model is not None and not measure:
+            model = self.compiled_model
+        with _autocast(self.device, config.autocast_bf16):
+            logits = model(images)  # (batch, classes)
+        loss = self.loss_fn(logits.float(), labels)
+
+        # backward, then the block gradient norms of a sampled step
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if measure:
+            self.meter.active = False
+            self.meter.collect()
+
+        # clip the global gradient norm and update
+        self._clip_and_update()
+        self.loss_sum.add_(loss.detach(), alpha=len(index))
+        self.epoch_steps += 1
+
+    def _clip_and_update(self) -> None:
+        max_norm = self.config.grad_clip
+        if not self.clip_in_adam:
+            nn.utils.clip_grad_norm_(self._params, max_norm, foreach=True)
+            self.optimizer.step()
+            return
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if not grads:
+            self.optimizer.step()
+            return
+        # Same total norm as clip_grad_norm_, but the gradients are not
+        # rewritten: fused Adam divides each gradient by ``grad_scale`` as it
+        # reads it (the protocol torch.amp.GradScaler uses), and dividing by
+        # max(1, (norm + 1e-6) / max_norm) equals clip_grad_norm_'s scaling
+        # up to rounding. This saves one read and one write of every gradient.
+        norms = torch._foreach_norm(grads, 2)
+        total = torch.linalg.vector_norm(torch.stack(norms))
+        scale = torch.clamp((total + 1e-6) / max_norm, min=1.0)
+        self.optimizer.grad_scale = scale
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.grad_scale
+
+    def finish_epoch(self, epoch: int, learning_rate: float, started: float):
+        """Schedule, evaluate and return the epoch's :class:`EpochMetrics`.
+
+        Raises:
+            NonFiniteLossError: If the epoch's mean training loss is not finite.
+        """
+        # schedule on the epoch's mean training loss (the epoch's one read)
+        train_loss = self.loss_sum.item() / max(1, len(self.data.train_images))
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(epoch, train_loss)
+        self.scheduler.step(train_loss)
+
+        # evaluate
+        test_accuracy = self.test_accuracy()
+        validation_accuracy = self.validation_accuracy()
+        grad_norms = self.meter.means()
+        dead_rate = self.dead_rate()
+        return EpochMetrics(
+            epoch=epoch,
+            train_loss=train_loss,
+            test_accuracy=test_accuracy,
+            learning_rate=learning_rate,
+            block_grad_norms=tuple(grad_norms),
+            dead_neuron_rate=dead_rate,
+            seconds=time.perf_counter() - started,
+            validation_accuracy=validation_accuracy,
+        )
+
+    def validation_accuracy(self) -> float | None:
+        """Return the accuracy on the validation split, or None without one."""
+        data = self.data
+        if data.validation_images is None:
+            return None
+        return _accuracy(
+            self.model,
+            data.validation_images,
+            data.validation_labels,
+            self.config.eval_batch_size,
+            self.config.autocast_bf16,
+        )
+
+    def test_accuracy(self) -> float:
+        """Return the accuracy on the test split, a fraction in [0, 1]."""
+        data = self.data
+        return _accuracy(
+            self.model,
+            data.test_images,
+            data.test_labels,
+            self.config.eval_batch_size,
+            self.config.autocast_bf16,
+        )
+
+    def dead_rate(self) -> float:
+        """Return the dead-neuron rate of the probe, in float32."""
+        return dead_neuron_rate(self.model, self.probe, self.config.dead_threshold)
+
+    def close(self) -> None:
+        """Remove the hooks and drop the compiled wrapper of the model."""
+        self.meter.remove()
+        self.compiled_model = None
 
 
 def train(
@@ -220,70 +488,19 @@ def train(
         NonFiniteLossError: If an epoch's mean training loss is NaN or infinite.
     """
     device = torch.device(device)
-    model.to(device)
-    data = data.to(device)
-    train_images, train_labels = data.train_images, data.train_labels
-    count = len(train_images)
-
-    optimizer = _make_optimizer(model, config, device)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode="min",
-        factor=config.plateau_factor,
-        patience=config.plateau_patience,
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    order_generator = torch.Generator().manual_seed(config.seed)
-    probe_generator = torch.Generator().manual_seed(config.seed)
-    probe = torch.randn(
-        config.probe_samples, data.in_features, generator=probe_generator
-    ).to(device)
-    meter = _BlockGradientMeter(model, device)
-
+    run = _TrainingRun(model, data, config, device)
+    batch_size = config.batch_size
     try:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
-            learning_rate = optimizer.param_groups[0]["lr"]
-            model.train()
-            meter.reset()
-            loss_sum = torch.zeros((), device=device)
-            order = torch.randperm(count, generator=order_generator).to(device)
-            steps = 0
+            learning_rate = run.optimizer.param_groups[0]["lr"]
+            order = run.begin_epoch()
 
             # forward, backward and step over shuffled batches
-            for start in range(0, count, config.batch_size):
-                index = order[start : start + config.batch_size]
-                images = train_images[index]  # (batch, in_features)
-                labels = train_labels[index]  # (batch,)
-                loss = loss_fn(model(images), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                loss_sum += loss.detach() * len(index)
-                steps += 1
+            for start in range(0, len(order), batch_size):
+                run.step(order[start : start + batch_size])
 
-            # schedule on the epoch's mean training loss
-            train_loss = loss_sum.item() / count
-            if not math.isfinite(train_loss):
-                raise NonFiniteLossError(epoch, train_loss)
-            scheduler.step(train_loss)
-
-            # evaluate
-            test_accuracy = _accuracy(
-                model, data.test_images, data.test_labels, config.eval_batch_size
-            )
-            grad_norms = (meter.sums / max(1, steps)).tolist()
-            dead_rate = dead_neuron_rate(model, probe, config.dead_threshold)
-
-            yield EpochMetrics(
-                epoch=epoch,
-                train_loss=train_loss,
-                test_accuracy=test_accuracy,
-                learning_rate=learning_rate,
-                block_grad_norms=tuple(grad_norms),
-                dead_neuron_rate=dead_rate,
-                seconds=time.perf_counter() - started,
-            )
+            # schedule, evaluate and report
+            yield run.finish_epoch(epoch, learning_rate, started)
     finally:
-        meter.remove()
+        run.close()

@@ -17,6 +17,7 @@ SPACE = Space(
     presets=PRESETS,
     width=16,
     dataset="synthetic",
+    validation_size=128,
     train=TrainConfig(epochs=2, batch_size=64),
     trials=4,
 )

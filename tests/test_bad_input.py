@@ -20,6 +20,7 @@ SPACE = Space(
     activation={activation},
     train={train},
     trials=1,
+    validation_size=128,
 )
 """
 

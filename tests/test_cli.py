@@ -169,6 +169,7 @@ def test_run_signal_fails_trial_and_resumes(tmp_path, signal_name, code):
         "from blocksearch.presets import PRESETS\n"
         "SPACE = Space(name='slow', depths=(4,), search=PlacementSearch(),\n"
         "              presets=PRESETS, width=32, dataset='synthetic:1000',\n"
+        "              validation_size=100,\n"
         "              train=TrainConfig(epochs=5000, batch_size=32), trials=3)\n"
     )
     storage = tmp_path / "slow.journal"

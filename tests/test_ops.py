@@ -110,6 +110,7 @@ def test_plugin_op_runs_in_study(plugin_ops, tmp_path):
         search=_FixedSearch(),
         width=8,
         dataset="synthetic",
+        validation_size=128,
         train=TrainConfig(epochs=1, batch_size=64),
         trials=1,
     )

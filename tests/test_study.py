@@ -72,13 +72,23 @@ def test_run_stores_metrics_per_epoch(tiny_space, tmp_path):
     attrs = trial.user_attrs
     assert attrs["seed"] == 42
     assert attrs["depth"] == 2
-    for key in ("train_loss", "test_accuracy", "learning_rate", "dead_neuron_rate"):
+    for key in (
+        "train_loss",
+        "test_accuracy",
+        "validation_accuracy",
+        "learning_rate",
+        "dead_neuron_rate",
+    ):
         assert len(attrs[key]) == 3, key
         assert all(math.isfinite(v) for v in attrs[key]), key
     assert attrs["learning_rate"][0] == pytest.approx(1e-3)
     assert [len(norms) for norms in attrs["block_grad_norms"]] == [2, 2, 2]
     assert all(n > 0 for n in attrs["block_grad_norms"][0])
-    assert attrs["test_accuracy"] == [trial.intermediate_values[e] for e in (1, 2, 3)]
+    # The default protocol selects on the validation split, never on test.
+    assert attrs["validation_accuracy"] == [
+        trial.intermediate_values[e] for e in (1, 2, 3)
+    ]
+    assert attrs["test_accuracy"] != attrs["validation_accuracy"]
 
 
 def test_second_run_adds_trials_without_preset_copies(tiny_space, tmp_path):
@@ -205,25 +215,23 @@ def test_run_same_seed_reproduces_trial(tiny_space, tmp_path):
 
 def test_run_real_space_file_on_synthetic_data(tmp_path):
     storage = tmp_path / "s.journal"
-    assert (
-        main(
-            [
-                "run",
-                "spaces/tanh_placements.py",
-                "--depths",
-                "2",
-                "--trials",
-                "4",
-                "--epochs",
-                "1",
-                "--data",
-                "synthetic",
-                "--storage",
-                str(storage),
-            ]
-        )
-        == 0
-    )
+    args = [
+        "run",
+        "spaces/tanh_placements.py",
+        "--depths",
+        "2",
+        "--trials",
+        "4",
+        "--epochs",
+        "1",
+        "--data",
+        "synthetic",
+        "--validation-size",
+        "100",
+        "--storage",
+        str(storage),
+    ]
+    assert main(args) == 0
     study = _load(storage, "tanh_placements-depth2")
     trials = study.get_trials()
     assert [t.user_attrs.get("preset") for t in trials[:3]] == [
@@ -232,6 +240,7 @@ def test_run_real_space_file_on_synthetic_data(tmp_path):
         "exp2",
     ]
     assert study.user_attrs["dataset"] == "synthetic"
+    assert study.user_attrs["validation_size"] == 100
 
 
 def test_show_prints_presets_and_best(tiny_space, tmp_path, capsys):
@@ -304,6 +313,7 @@ SPACE = Space(
     presets={"control": PRESETS["control"]},
     width=16,
     dataset="synthetic",
+    validation_size=128,
     train=TrainConfig(epochs=1, batch_size=64),
     trials=3,
 )
@@ -385,6 +395,7 @@ SPACE = Space(
     presets={"control": PRESETS["control"]},
     width=16,
     dataset="synthetic",
+    validation_size=128,
     train=TrainConfig(epochs=1, batch_size=64),
     trials=3,
     # Rejects every design, presets included, to show presets are exempt.
@@ -568,3 +579,153 @@ def test_export_unknown_depth(tiny_space, tmp_path, capsys):
     assert "no study of space 'tiny' at depth 7; stored depths: 2" in (
         capsys.readouterr().err
     )
+
+
+def test_paper_protocol_selects_on_test(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "1",
+                "--protocol",
+                "paper",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    study = _load(storage)
+    (trial,) = study.get_trials()
+    assert study.user_attrs["protocol"] == "paper"
+    assert study.user_attrs["validation_size"] == 0
+    assert "test accuracy" in study.user_attrs["objective"]
+    assert "validation_accuracy" not in trial.user_attrs
+    assert trial.user_attrs["test_accuracy"] == list(trial.intermediate_values.values())
+
+
+def test_validation_protocol_labels_study(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "1",
+                "--validation-size",
+                "200",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    study = _load(storage)
+    assert study.user_attrs["protocol"] == "validation"
+    assert study.user_attrs["validation_size"] == 200
+    assert "validation accuracy" in study.user_attrs["objective"]
+
+
+def test_split_validation_sizes_and_disjoint():
+    import torch
+
+    from blocksearch.data import load_dataset
+
+    data = load_dataset("synthetic")
+    split = data.split_validation(100, seed=3)
+    assert len(split.validation_labels) == 100
+    assert len(split.train_labels) == len(data.train_labels) - 100
+    assert len(split.test_labels) == len(data.test_labels)
+    rows = torch.cat([split.train_images, split.validation_images])
+    assert torch.unique(rows, dim=0).shape[0] == len(data.train_labels)
+    again = data.split_validation(100, seed=3)
+    assert torch.equal(again.validation_images, split.validation_images)
+
+
+def test_split_validation_rejects_size():
+    from blocksearch.data import load_dataset
+    from blocksearch.errors import DataError
+
+    with pytest.raises(DataError, match="validation size 512 does not fit the 512"):
+        load_dataset("synthetic").split_validation(512, seed=0)
+
+
+def test_repeats_store_every_seed_and_mean(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                "--depths",
+                "2",
+                "--trials",
+                "1",
+                "--repeats",
+                "2",
+                "--storage",
+                str(storage),
+            ]
+        )
+        == 0
+    )
+    study = _load(storage)
+    (trial,) = study.get_trials()
+    runs = trial.user_attrs["runs"]
+    assert [run["seed"] for run in runs] == [42, 43]
+    assert all(len(run["train_loss"]) == 2 for run in runs)
+    assert runs[0]["train_loss"] != runs[1]["train_loss"]
+    for epoch in range(2):
+        mean = (runs[0]["train_loss"][epoch] + runs[1]["train_loss"][epoch]) / 2
+        assert trial.user_attrs["train_loss"][epoch] == pytest.approx(mean)
+    per_seed = trial.user_attrs["objective_per_seed"]
+    assert per_seed == [run["validation_accuracy"][-1] for run in runs]
+    assert trial.value == pytest.approx(sum(per_seed) / 2)
+    assert study.user_attrs["repeats"] == 2
+
+
+PRUNE_ALL_SPACE = """
+import optuna
+from blocksearch import PlacementSearch, Space, TrainConfig
+from blocksearch.presets import PRESETS
+
+SPACE = Space(
+    name="pruneall",
+    depths=(2,),
+    search=PlacementSearch(),
+    presets=PRESETS,
+    width=16,
+    dataset="synthetic",
+    validation_size=128,
+    train=TrainConfig(epochs=3, batch_size=64),
+    trials=5,
+    # Any accuracy is below 2.0, so this pruner stops every trial it may.
+    pruner=optuna.pruners.ThresholdPruner(lower=2.0),
+)
+"""
+
+
+def test_presets_never_pruned(tmp_path):
+    path = tmp_path / "pruneall.py"
+    path.write_text(PRUNE_ALL_SPACE)
+    storage = tmp_path / "s.journal"
+    assert (
+        main(["run", str(path), "--storage", str(storage), "--repeat-duplicates"]) == 0
+    )
+    trials = _load(storage, "pruneall-depth2").get_trials()
+    presets = [t for t in trials if "preset" in t.user_attrs]
+    sampled = [t for t in trials if "preset" not in t.user_attrs]
+    assert len(presets) == 3
+    assert all(t.state == TrialState.COMPLETE for t in presets)
+    assert all(len(t.user_attrs["train_loss"]) == 3 for t in presets)
+    assert len(sampled) == 2
+    assert all(t.state == TrialState.PRUNED for t in sampled)
+    assert all(t.user_attrs["pruned_at_epoch"] == 1 for t in sampled)

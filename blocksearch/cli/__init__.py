@@ -160,6 +160,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the space's value, 2 unless it says otherwise)",
     )
     run.add_argument(
+        "--protocol",
+        choices=("validation", "paper"),
+        default="validation",
+        help="how designs are selected: validation (accuracy on images held "
+        "out of the train split; the test split is measured, never used to "
+        "choose) or paper (whole train split, test accuracy, as published) "
+        "(default: validation)",
+    )
+    run.add_argument(
+        "--validation-size",
+        type=_positive_int,
+        help="train images held out for validation, in images "
+        "(default: the space's value, 5000 unless it says otherwise)",
+    )
+    run.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=1,
+        help="seeds per design; the objective is their mean and every seed's "
+        "curves are kept (default: 1)",
+    )
+    run.add_argument(
         "--repeat-duplicates",
         action="store_true",
         help="train a sampled design again even when an equal design already "

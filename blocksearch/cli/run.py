@@ -234,6 +234,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     # data before storage: a bad dataset must not leave a new, empty file
     source = args.data or os.environ.get(DATA_ENV_VAR) or space.dataset
     dataset = load_data(source, console)
+    if args.protocol == "validation":
+        dataset.check_validation_size(args.validation_size or space.validation_size)
     storage = open_storage(location)
     # blocksearch logs every finished, failed and interrupted trial itself;
     # Optuna's own lines would repeat them, with a traceback for Ctrl-C.
@@ -254,6 +256,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             sampler=args.sampler,
             pruner=args.pruner,
             warmup_epochs=args.warmup_epochs,
+            repeats=args.repeats,
+            protocol=args.protocol,
+            validation_size=args.validation_size,
             device=str(device),
             reporter=RichReporter(progress),
             artifact_dir=artifact_location(args, space),

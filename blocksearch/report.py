@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import optuna
+import scipy.stats
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
@@ -23,6 +25,7 @@ from blocksearch.study import trial_label
 __all__ = [
     "THEORY_STATISTICS",
     "checkpoint_epochs",
+    "compare_to_control",
     "rank_correlation",
     "records_csv",
     "records_markdown",
@@ -80,8 +83,9 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
     The record holds the study name, the number of finished trials, the
     checkpoint epochs and one row per preset and top sampled design. Each row
     holds its ``design`` label, ``trial`` number, ``state``, ``objective``,
-    ``description`` and, per checkpoint epoch, ``loss@E`` and ``accuracy@E``,
-    then ``max_accuracy`` and ``dead_neuron_rate``. Accuracies and rates are
+    the number of ``seeds`` and their ``objective_std``, per checkpoint epoch
+    ``loss@E`` and ``accuracy@E``, then ``max_accuracy``, ``dead_neuron_rate``
+    and ``description``. Accuracies and rates are
     fractions, and a missing value is None.
     """
     trials = select_rows(study, top)
@@ -97,11 +101,14 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
         losses = trial.user_attrs.get("train_loss", [])
         accuracies = trial.user_attrs.get("test_accuracy", [])
         dead = trial.user_attrs.get("dead_neuron_rate", [])
+        per_seed = trial.user_attrs.get("objective_per_seed", [])
         row: dict[str, object] = {
             "design": trial_label(trial),
             "trial": trial.number,
             "state": trial.state.name.lower(),
             "objective": trial.value,
+            "seeds": len(per_seed) or (1 if trial.value is not None else 0),
+            "objective_std": trial.user_attrs.get("objective_std"),
         }
         for epoch in checkpoints:
             row[f"loss@{epoch}"] = _or_none(_at(losses, epoch))
@@ -134,7 +141,7 @@ def _text_cells(record: dict) -> tuple[list[str], list[list[str]]]:
     """Return header and rows of a study record as formatted text."""
     header = ["design", "trial", "state"]
     header += [f"epoch {e} loss / acc" for e in record["checkpoints"]]
-    header += ["max acc", "dead", "description"]
+    header += ["max acc", "dead", "objective", "description"]
     rows = []
     for row in record["rows"]:
         cells = [row["design"], str(row["trial"]), row["state"]]
@@ -143,9 +150,50 @@ def _text_cells(record: dict) -> tuple[list[str], list[list[str]]]:
             cells.append(f"{loss} / {_percent_cell(row[f'accuracy@{epoch}'])}")
         cells.append(_percent_cell(row["max_accuracy"]))
         cells.append(_percent_cell(row["dead_neuron_rate"]))
+        cells.append(_objective_cell(row))
         cells.append(row["description"] or "?")
         rows.append(cells)
     return header, rows
+
+
+def _objective_cell(row: dict) -> str:
+    if row["objective"] is None:
+        return "-"
+    text = _percent_cell(row["objective"])
+    if row["seeds"] > 1:
+        text += f" ± {100 * row['objective_std']:.2f} ({row['seeds']} seeds)"
+    return text
+
+
+def compare_to_control(study: optuna.Study, top: int = 5) -> str | None:
+    """Say whether the best sampled design beats the control preset beyond the
+    seed-to-seed spread, by Welch's t-test on the per-seed objectives.
+
+    Returns None when either side has fewer than 2 seeds, because the spread
+    is then unknown.
+    """
+    rows = select_rows(study, top)
+    control = next((t for t in rows if t.user_attrs.get("preset") == "control"), None)
+    sampled = [t for t in rows if not t.user_attrs.get("preset")]
+    if control is None or not sampled:
+        return None
+    best = sampled[0]
+    a = best.user_attrs.get("objective_per_seed", [])
+    b = control.user_attrs.get("objective_per_seed", [])
+    if len(a) < 2 or len(b) < 2:
+        return None
+    difference = 100 * (statistics.mean(a) - statistics.mean(b))
+    result = scipy.stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    verdict = (
+        "beats control beyond the seed-to-seed spread"
+        if result.pvalue < 0.05
+        else "does not beat control beyond the seed-to-seed spread"
+    )
+    return (
+        f"best design #{best.number} vs control: {difference:+.2f} points; "
+        f"one-sided Welch's t-test p = {result.pvalue:.3f} "
+        f"({len(a)} and {len(b)} seeds): {verdict} at the 5% level"
+    )
 
 
 def _title(record: dict) -> str:

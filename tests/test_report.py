@@ -81,12 +81,15 @@ def test_report_markdown_expected():
     assert text == (
         "### small-depth2: 4 finished trials\n"
         "\n"
-        "| design | trial | state | epoch 2 loss / acc | max acc | dead | description |\n"
-        "|---|---|---|---|---|---|---|\n"
-        "| control | 0 | complete | 1.5000 / 50.00% | 50.00% | 12.50% "
+        "| design | trial | state | epoch 2 loss / acc | max acc | dead | objective "
+        "| description |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| control | 0 | complete | 1.5000 / 50.00% | 50.00% | 12.50% | 50.00% "
         "| linear + id -> tanh |\n"
-        "| exp1 | 1 | complete | 1.2000 / 55.00% | 55.00% | 12.50% | linear + tanh |\n"
-        "| #2 | 2 | complete | 1.1000 / 60.00% | 60.00% | 12.50% | linear + tanh |\n"
+        "| exp1 | 1 | complete | 1.2000 / 55.00% | 55.00% | 12.50% | 55.00% "
+        "| linear + tanh |\n"
+        "| #2 | 2 | complete | 1.1000 / 60.00% | 60.00% | 12.50% | 60.00% "
+        "| linear + tanh |\n"
     )
 
 
@@ -95,11 +98,11 @@ def test_report_csv_expected():
 
     text = records_csv([study_records(_small_study())])
     assert text.splitlines() == [
-        "study,design,trial,state,objective,loss@2,accuracy@2,max_accuracy,"
-        "dead_neuron_rate,description",
-        "small-depth2,control,0,complete,0.5,1.5,0.5,0.5,0.125,linear + id -> tanh",
-        "small-depth2,exp1,1,complete,0.55,1.2,0.55,0.55,0.125,linear + tanh",
-        "small-depth2,#2,2,complete,0.6,1.1,0.6,0.6,0.125,linear + tanh",
+        "study,design,trial,state,objective,seeds,objective_std,loss@2,accuracy@2,"
+        "max_accuracy,dead_neuron_rate,description",
+        "small-depth2,control,0,complete,0.5,1,,1.5,0.5,0.5,0.125,linear + id -> tanh",
+        "small-depth2,exp1,1,complete,0.55,1,,1.2,0.55,0.55,0.125,linear + tanh",
+        "small-depth2,#2,2,complete,0.6,1,,1.1,0.6,0.6,0.125,linear + tanh",
     ]
 
 
@@ -118,6 +121,8 @@ def test_report_json_expected():
         "trial": 2,
         "state": "complete",
         "objective": 0.6,
+        "seeds": 1,
+        "objective_std": None,
         "loss@2": 1.1,
         "accuracy@2": 0.6,
         "max_accuracy": 0.6,
@@ -138,11 +143,55 @@ def test_report_table_expected():
     lines = [line.rstrip() for line in console.file.getvalue().splitlines()]
     assert lines == [
         "small-depth2: 4 finished trials",
-        "┏━━━━━━━━━┳━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┓",
-        "┃ design  ┃ trial ┃ state    ┃ epoch 2 loss / acc ┃ max acc ┃   dead ┃ description         ┃",
-        "┡━━━━━━━━━╇━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━┩",
-        "│ control │     0 │ complete │    1.5000 / 50.00% │  50.00% │ 12.50% │ linear + id -> tanh │",
-        "│ exp1    │     1 │ complete │    1.2000 / 55.00% │  55.00% │ 12.50% │ linear + tanh       │",
-        "│ #2      │     2 │ complete │    1.1000 / 60.00% │  60.00% │ 12.50% │ linear + tanh       │",
-        "└─────────┴───────┴──────────┴────────────────────┴─────────┴────────┴─────────────────────┘",
+        "┏━━━━━━━━━┳━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┓",
+        "┃ design  ┃ trial ┃ state    ┃ epoch 2 loss / acc ┃ max acc ┃   dead ┃ objective ┃ description         ┃",
+        "┡━━━━━━━━━╇━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━┩",
+        "│ control │     0 │ complete │    1.5000 / 50.00% │  50.00% │ 12.50% │    50.00% │ linear + id -> tanh │",
+        "│ exp1    │     1 │ complete │    1.2000 / 55.00% │  55.00% │ 12.50% │    55.00% │ linear + tanh       │",
+        "│ #2      │     2 │ complete │    1.1000 / 60.00% │  60.00% │ 12.50% │    60.00% │ linear + tanh       │",
+        "└─────────┴───────┴──────────┴────────────────────┴─────────┴────────┴───────────┴─────────────────────┘",
     ]
+
+
+def _study_with_seeds(best_seeds, control_seeds):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    study = optuna.create_study(direction="maximize")
+    distribution = {"stage1": CategoricalDistribution(["post", "skip"])}
+    for preset, seeds in (("control", control_seeds), (None, best_seeds)):
+        attrs = {"objective_per_seed": seeds, "dsl": "linear + tanh"}
+        if preset:
+            attrs["preset"] = preset
+        study.add_trial(
+            create_trial(
+                value=sum(seeds) / len(seeds),
+                params={"stage1": "post"},
+                distributions=distribution,
+                user_attrs=attrs,
+            )
+        )
+    return study
+
+
+def test_compare_to_control_beyond_spread():
+    from blocksearch.report import compare_to_control
+
+    text = compare_to_control(_study_with_seeds([0.60, 0.61, 0.62], [0.50, 0.51, 0.52]))
+    assert text.startswith("best design #1 vs control: +10.00 points")
+    assert "one-sided Welch's t-test" in text
+    assert text.endswith("beats control beyond the seed-to-seed spread at the 5% level")
+
+
+def test_compare_to_control_within_spread():
+    from blocksearch.report import compare_to_control
+
+    text = compare_to_control(_study_with_seeds([0.55, 0.45, 0.60], [0.50, 0.56, 0.44]))
+    assert "does not beat control beyond the seed-to-seed spread" in text
+
+
+def test_compare_to_control_needs_two_seeds():
+    from blocksearch.report import compare_to_control
+
+    assert compare_to_control(_study_with_seeds([0.6], [0.5])) is None

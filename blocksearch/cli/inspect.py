@@ -29,6 +29,7 @@ from blocksearch.errors import BlocksearchError, DslError, StudyError
 from blocksearch.mermaid import design_flowchart
 from blocksearch.plots import plot_comparison
 from blocksearch.report import (
+    compare_to_control,
     records_csv,
     records_markdown,
     select_rows,
@@ -68,6 +69,9 @@ def command_show(args: argparse.Namespace, console: Console) -> int:
     if args.format == "table":
         for study in studies:
             console.print(study_table(study, top=args.top))
+            comparison = compare_to_control(study, top=args.top)
+            if comparison:
+                _print_plain(console, comparison)
     elif args.format == "markdown":
         _print_plain(console, records_markdown(records).rstrip("\n"))
     elif args.format == "json":

@@ -42,7 +42,7 @@ logger = logging.getLogger("blocksearch")
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What to run in one study."""
+    """Settings of one study: its space, depth, budget and selection rules."""
 
     space: Space
     depth: int
@@ -165,7 +165,7 @@ def make_objective(
             logger.warning("trial %d (%s): %s", trial.number, design, error)
             raise optuna.TrialPruned(str(error)) from None
         except KeyboardInterrupt:
-            # Optuna marks the trial failed and re-raises; say so once here.
+            # Optuna marks the trial failed and re-raises; log it once here.
             trial.set_user_attr("failure", "interrupted")
             logger.warning(
                 "%s trial %d (%s) interrupted after %d epochs; marked failed",

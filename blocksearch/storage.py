@@ -1,4 +1,4 @@
-"""Where studies live: journal files or databases, and the names of studies.
+"""Study storage (journal files or databases) and the names of studies.
 
 The default storage is an Optuna journal file, ``studies/<space>.journal``: it
 takes appends from several processes under a file lock, and optuna-dashboard
@@ -31,7 +31,7 @@ def study_name(space: Space | str, depth: int) -> str:
 
 
 def default_storage_path(space: Space, studies_dir: str | Path = "studies") -> Path:
-    """Return the journal file that holds the studies of ``space``."""
+    """Return the default journal file for the studies of ``space``."""
     return Path(studies_dir) / f"{space.name}.journal"
 
 

@@ -34,7 +34,7 @@ def _space_size(search: object) -> int | None:
 def choose_sampler(
     setting: SamplerSetting, search: object, trials: int, seed: int
 ) -> tuple[optuna.samplers.BaseSampler, str]:
-    """Return the sampler for ``setting`` and one line that says why it was chosen.
+    """Return the sampler for ``setting`` and one line giving the reason for it.
 
     Raises:
         SpaceError: If ``setting`` names no known sampler.
@@ -65,8 +65,8 @@ def choose_sampler(
         return sampler, f"brute force: {reason}"
     if setting == "random":
         return optuna.samplers.RandomSampler(seed=seed), f"random: {reason}"
-    # Multivariate TPE models the placements jointly; the searches keep their
-    # parameter names fixed so that it sees the same space in every trial.
+    # Multivariate TPE models the placements jointly. The searches keep their
+    # parameter names fixed, so every trial has the same parameters.
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
     return sampler, f"TPE (multivariate, seed {seed}): {reason}"
 

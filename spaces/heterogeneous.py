@@ -1,10 +1,10 @@
 """A heterogeneous residual network: activation type and placement per region.
 
 Each of two depth regions chooses its own activation (tanh or ReLU) and its own
-placement per stage, and the boundary between them. This asks whether early
-blocks, close to the input, want a different nonlinearity than late blocks.
+placement per stage, and the boundary between them. The question: do early
+blocks, close to the input, want a different nonlinearity than late blocks?
 The search is written here as a small class to show that a space file may
-define its own: it needs suggest(trial) and params_for(design).
+define its own. It needs suggest(trial) and params_for(design).
 """
 
 from fractions import Fraction

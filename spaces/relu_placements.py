@@ -2,7 +2,7 @@
 
 The same network and presets as the tanh space, with ReLU in place of tanh.
 ReLU does not saturate for positive inputs, so nested activations on the skip
-chain should hurt less; the three variants were reported within about 0.4%
+chain should hurt less. The three variants were reported within about 0.4%
 of each other. Sampled trials search one placement per stage, without regions,
 because this space is a control rather than a search for a new design.
 """

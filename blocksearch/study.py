@@ -101,18 +101,19 @@ def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     attrs = trial.user_attrs
     accuracies = attrs.get("test_accuracy", [])
     losses = attrs.get("train_loss", [])
+    value = "-" if trial.value is None else f"{trial.value:.2%}"
     if "duplicate_of" in attrs:
-        outcome = f"repeats trial {attrs['duplicate_of']}, accuracy {trial.value:.2%}"
+        outcome = f"repeats trial {attrs['duplicate_of']}: objective {value}"
     elif accuracies:
         outcome = (
-            f"after {len(accuracies)} epochs: accuracy {accuracies[-1]:.2%}, "
-            f"loss {losses[-1]:.4f}"
+            f"after {len(accuracies)} epochs: objective {value}, "
+            f"test accuracy {accuracies[-1]:.2%}, loss {losses[-1]:.4f}"
         )
     else:
         outcome = "before its first epoch"
     try:
         best = study.best_trial
-        best_text = f"best {best.value:.2%} ({trial_label(best)})"
+        best_text = f"best objective {best.value:.2%} ({trial_label(best)})"
     except ValueError:
         best_text = "no complete trial yet"
     logger.info(

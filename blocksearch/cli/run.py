@@ -263,11 +263,17 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             reporter=RichReporter(progress),
             artifact_dir=artifact_location(args, space),
         )
+    if args.storage:
+        where = f" --storage {args.storage}"
+    elif args.studies_dir != "studies":
+        where = f" --studies-dir {args.studies_dir}"
+    else:
+        where = ""
     logger.info(
         "finished %d studies in %.0f s; inspect them with: blocksearch show %s%s",
         len(studies),
         time.perf_counter() - started,
         args.space,
-        f" --storage {args.storage}" if args.storage else "",
+        where,
     )
     return 0

@@ -216,3 +216,11 @@ def test_normalize_keeps_network(design, depth):
     except DslError:
         return  # the design does not fit this depth
     assert normalize(design).blocks(depth) == expected
+
+
+def test_rest_region_absorbs_mixed_shares():
+    # A count and a fraction of one block before "the rest" of that block:
+    # the whole network is that block.
+    design = parse_design("1: exp1; 1/1: exp1; exp1")
+    assert normalize(design) == Design.uniform(EXP1)
+    assert canonical("1: exp1; 1/1: exp1; exp1") == PRESETS["exp1"]

@@ -75,11 +75,15 @@ def format_design(design: Design) -> str:
 def _merge(regions: list[Region]) -> list[Region]:
     merged: list[Region] = []
     for region in regions:
+        # A last region that takes "the rest" absorbs every region of the
+        # same block just before it, whatever kind of share those have.
+        if region.share is None:
+            while merged and merged[-1].block == region.block:
+                merged.pop()
+            merged.append(region)
+            continue
         if merged and merged[-1].block == region.block:
             previous = merged[-1].share
-            if region.share is None:
-                merged[-1] = Region(region.block, None)
-                continue
             if type(previous) is type(region.share):
                 merged[-1] = Region(region.block, previous + region.share)
                 continue

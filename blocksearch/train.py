@@ -50,10 +50,10 @@ __all__ = [
 class TrainConfig:
     """Hyperparameters of one training run. Defaults are the reference protocol.
 
-    ``grad_norm_every`` only thins out a measurement: training itself does
-    not depend on it. ``autocast_bf16`` and ``compile`` change the rounding of
-    every step, so runs that use them are not comparable bit for bit with
-    runs that do not; label them with :meth:`inexact_options`.
+    ``grad_norm_every`` only thins out a measurement, and training itself
+    does not depend on it. ``autocast_bf16`` and ``compile`` change the
+    rounding of every step, so their runs differ slightly from exact ones.
+    :meth:`inexact_options` names them, for labelling such runs.
 
     Raises:
         ValueError: If ``grad_norm_every`` is not a positive integer.
@@ -396,10 +396,14 @@ class _TrainingRun:
             self.optimizer.step()
             return
         # Same total norm as clip_grad_norm_, but the gradients are not
-        # rewritten: fused Adam divides each gradient by ``grad_scale`` as it
-        # reads it (the protocol torch.amp.GradScaler uses), and dividing by
-        # max(1, (norm + 1e-6) / max_norm) equals clip_grad_norm_'s scaling
-        # up to rounding. This saves one read and one write of every gradient.
+        # rewritten. Fused Adam divides each gradient by ``grad_scale`` as it
+        # reads it, and dividing by max(1, (norm + 1e-6) / max_norm) equals
+        # clip_grad_norm_'s scaling up to rounding. This saves one read and
+        # one write of every gradient per step.
+        # NOTE: Adam.step reads ``grad_scale`` from the optimizer, which is how
+        # torch.amp.GradScaler passes it. Only torch 2.14 was checked; if
+        # another release differs, test_train_matches_plain_loop_when_clipping
+        # fails.
         norms = torch._foreach_norm(grads, 2)
         total = torch.linalg.vector_norm(torch.stack(norms))
         scale = torch.clamp((total + 1e-6) / max_norm, min=1.0)

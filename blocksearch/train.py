@@ -71,7 +71,8 @@ class TrainConfig:
     probe_samples: int = 64  # standard-normal inputs of the dead-neuron probe
     eval_batch_size: int = 1024  # does not change results in eval mode
     # Block gradient norms are gathered on steps 1, 1 + k, 1 + 2k, ... of each
-    # epoch (k = grad_norm_every) and averaged over those steps; 1 is every step.
+    # epoch (k = grad_norm_every) and averaged over those steps. With 1, every
+    # step is measured.
     grad_norm_every: int = 1
     # Inexact: forward passes of training and test evaluation run under
     # bfloat16 autocast (matrix products in bfloat16, accumulated in float32).
@@ -317,6 +318,8 @@ class _TrainingRun:
         self.config = config
         self.device = device
         self.track_grad_norms = grad_norms
+
+        # optimization
         self.optimizer = _make_optimizer(model, config)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer,
@@ -325,6 +328,11 @@ class _TrainingRun:
             patience=config.plateau_patience,
         )
         self.loss_fn = nn.CrossEntropyLoss()
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        # fused Adam can apply the clipping itself; see _clip_and_update
+        self.clip_in_adam = bool(self.optimizer.defaults.get("fused"))
+
+        # data order, probe and per-epoch sums
         self.order_generator = torch.Generator().manual_seed(config.seed)
         probe_generator = torch.Generator().manual_seed(config.seed)
         self.probe = torch.randn(
@@ -333,15 +341,13 @@ class _TrainingRun:
         self.loss_sum = torch.zeros((), device=device)
         self.epoch_steps = 0
         self.meter = _BlockGradientMeter(model, device)
+
         # The whole network is compiled as one graph. Steps that gather block
-        # gradient norms run the eager model instead, because the tensor hooks
-        # need each block's output to exist outside the compiled graph.
+        # gradient norms run the eager model instead, because retain_grad()
+        # needs each block's output to exist outside the compiled graph.
         self.compiled_model: nn.Module | None = None
         if config.compile:
             self.compiled_model = torch.compile(model, backend=_COMPILE_BACKEND)
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        # fused Adam can apply the clipping itself; see _clip_and_update
-        self.clip_in_adam = bool(self.optimizer.defaults.get("fused"))
 
     def begin_epoch(self) -> Tensor:
         """Reset the epoch's sums and return its shuffled sample order (on device)."""
@@ -413,7 +419,9 @@ class _TrainingRun:
         finally:
             del self.optimizer.grad_scale
 
-    def finish_epoch(self, epoch: int, learning_rate: float, started: float):
+    def finish_epoch(
+        self, epoch: int, learning_rate: float, started: float
+    ) -> EpochMetrics:
         """Schedule, evaluate and return the epoch's :class:`EpochMetrics`.
 
         Raises:
@@ -466,7 +474,7 @@ class _TrainingRun:
         )
 
     def dead_rate(self) -> float:
-        """Return the dead-neuron rate of the probe, in float32."""
+        """Return the dead-neuron rate on the probe inputs, computed in float32."""
         return dead_neuron_rate(self.model, self.probe, self.config.dead_threshold)
 
     def close(self) -> None:

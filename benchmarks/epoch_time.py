@@ -582,8 +582,8 @@ def _report_step(
     name: str, seconds: float, flops: int, peak: float, phase: _Phase
 ) -> None:
     rate = flops / seconds
-    # The pipelines' chunks alternate, so only the peak is theirs: memory that
-    # another pipeline allocated and still holds is counted in it too.
+    # The pipelines' chunks alternate, so the peak RSS during a pipeline's
+    # chunks also counts memory that the other pipelines still keep.
     print(
         f"{name:<25} {seconds * 1e3:7.2f} ms/step {rate / 1e9:6.1f} GFLOP/s "
         f"({rate / peak:4.0%} of peak), {phase.describe(growth=False)}"

@@ -42,24 +42,8 @@ from blocksearch.study import open_storage, study_depths, study_name
 
 
 def command_show(args: argparse.Namespace, console: Console) -> int:
-    space = load_space(args.space)
-    location = storage_location(args, space)
-    if "://" not in location and not Path(location).is_file():
-        raise StudyError(
-            f"storage file {location!r} not found; run "
-            f"'blocksearch run {args.space}' first, or pass --storage"
-        )
-    storage = open_storage(location)
     # Every depth stored counts, including those run with --depths.
-    studies = [
-        optuna.load_study(study_name=study_name(space, depth), storage=storage)
-        for depth in study_depths(storage, space)
-    ]
-    if not studies:
-        raise StudyError(
-            f"storage {location!r} has no study of space {space.name!r}; run "
-            f"'blocksearch run {args.space}' first"
-        )
+    _, studies = _stored_studies(args)
 
     if args.theory:
         for study in studies:

@@ -41,7 +41,7 @@ __all__ = ["SearchSpace", "Space", "load_space"]
 
 @runtime_checkable
 class SearchSpace(Protocol):
-    """How a trial chooses its block design."""
+    """Interface through which a trial chooses its block design."""
 
     def suggest(self, trial: optuna.Trial) -> str:
         """Sample parameters on ``trial`` and return a block description."""

@@ -82,7 +82,7 @@ def _enqueue_presets(study: optuna.Study, space: Space, budget: int) -> list[str
     """Enqueue the presets that the study lacks, at most ``budget`` of them.
 
     A preset counts as present when a trial with its name is waiting, running,
-    complete or pruned; a preset whose trials all failed is enqueued again.
+    complete or pruned. A preset whose trials all failed is enqueued again.
     """
     present = {
         t.user_attrs.get("preset")
@@ -137,7 +137,7 @@ def run_study(
     reporter: RunReporter | None = None,
     artifacts: TrialArtifacts | None = None,
 ) -> optuna.Study:
-    """Run the study of ``plan`` until it holds ``plan.trials`` finished trials."""
+    """Run the study of ``plan`` until it contains ``plan.trials`` finished trials."""
     reporter = reporter or _SilentReporter()
     space = plan.space
     name = study_name(space, plan.depth)

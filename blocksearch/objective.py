@@ -59,6 +59,24 @@ class StudyPlan:
     #: "validation": select on a held-out part of the train split;
     #: "paper": train on all of it and select on the test split.
     protocol: str = "validation"
+    #: Gather block gradient norms on every k-th step only (a measurement
+    #: setting: training does not depend on it).
+    grad_norm_every: int = 1
+    #: Inexact speed options; see :class:`~blocksearch.train.TrainConfig`.
+    bf16: bool = False
+    compile: bool = False
+
+    def train_config(self) -> TrainConfig:
+        """Return the space's training protocol with this plan's budget,
+        seed and speed options."""
+        return replace(
+            self.space.train,
+            epochs=self.epochs,
+            seed=self.seed,
+            grad_norm_every=self.grad_norm_every,
+            autocast_bf16=self.bf16,
+            compile=self.compile,
+        )
 
     @property
     def objective_metric(self) -> str:
@@ -114,7 +132,8 @@ def make_objective(
     artifacts: TrialArtifacts | None,
 ):
     space = plan.space
-    config = replace(space.train, epochs=plan.epochs, seed=plan.seed)
+    config = plan.train_config()
+    inexact = list(config.inexact_options())
 
     def objective(trial: optuna.Trial) -> float:
         # design: sampled, or fixed by the enqueued preset parameters
@@ -133,6 +152,8 @@ def make_objective(
         trial.set_user_attr("seed", plan.seed)
         trial.set_user_attr("depth", plan.depth)
         trial.set_user_attr("path_stats", _path_stats(design, plan.depth))
+        if inexact:
+            trial.set_user_attr("inexact", inexact)
         reporter.trial_started(plan, trial, trial_label(trial))
 
         # constraints: a design the space forbids is recorded, never trained

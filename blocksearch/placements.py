@@ -28,6 +28,7 @@ from blocksearch.dsl import (
     Stage,
     format_block,
     format_design,
+    format_op,
     normalize,
     parse_block,
     parse_design,
@@ -90,6 +91,13 @@ class PlacementSearch:
         self.stages = stages
         self.main = tuple(Op(name) for name in main)
         self.choices = tuple(choices)
+
+    def __repr__(self) -> str:
+        main = " ".join(format_op(op) for op in self.main)
+        return (
+            f"PlacementSearch(activation={self.activation!r}, stages={self.stages}, "
+            f"main={main!r}, choices={self.choices!r})"
+        )
 
     def size(self) -> int:
         """Return the number of distinct designs: choices to the power of stages."""
@@ -219,6 +227,12 @@ class RegionSearch:
         self.placements = placements
         self.max_regions = max_regions
         self.boundaries = tuple(boundaries)
+
+    def __repr__(self) -> str:
+        return (
+            f"RegionSearch({self.placements!r}, max_regions={self.max_regions}, "
+            f"boundaries={self.boundaries!r})"
+        )
 
     def design(
         self, region_placements: Sequence[Sequence[str]], cuts: Sequence[str]

@@ -19,9 +19,13 @@ them, so load only files you trust.
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import importlib.util
+import inspect
 import re
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -95,6 +99,35 @@ class Space:
     warmup_epochs: int = 2
     validation_size: int = 5000
     constraint: Callable[[Design], str | None] | None = None
+    #: Path of the file that defined the space; set by :func:`load_space`.
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    def fingerprint(self) -> dict[str, str]:
+        """Return, as text, what the trials of this space depend on.
+
+        Studies store it when created, and a later run is refused when it
+        differs. Depths, the trial budget, the sampler, the pruner and its
+        warm-up are left out: changing them does not change what a finished
+        trial means. Code defined in the space file (a custom search or a
+        constraint) enters through its syntax tree, so comments and layout
+        may change freely.
+        """
+        excluded = {"epochs", "seed", "grad_norm_every", "autocast_bf16", "compile"}
+        train = ", ".join(
+            f"{name}={value!r}"
+            for name, value in vars(self.train).items()
+            if name not in excluded
+        )
+        return {
+            "presets": "; ".join(f"{k}: {v}" for k, v in self.presets.items()),
+            "search": _describe(self.search),
+            "activation": self.activation,
+            "width": str(self.width),
+            "train": train,
+            "constraint": "none"
+            if self.constraint is None
+            else _describe(self.constraint),
+        }
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -203,6 +236,32 @@ class Space:
         object.__setattr__(self, "presets", presets)
 
 
+def _describe(thing: object) -> str:
+    """Describe a search or constraint so that a change in its meaning shows.
+
+    blocksearch's own classes are described by their fields. User code is
+    described by its name, its fields, and a hash of its syntax tree.
+    """
+    kind = thing if inspect.isfunction(thing) else type(thing)
+    if kind.__module__.startswith("blocksearch."):
+        return repr(thing)
+    functions = (
+        [thing]
+        if inspect.isfunction(thing)
+        else [v for _, v in sorted(vars(kind).items()) if inspect.isfunction(v)]
+    )
+    trees = []
+    for function in functions:
+        try:
+            source = textwrap.dedent(inspect.getsource(function))
+            trees.append(ast.dump(ast.parse(source)))
+        except (OSError, TypeError, SyntaxError):
+            trees.append(function.__qualname__)  # source unavailable
+    code = hashlib.sha256("\n".join(trees).encode()).hexdigest()[:12]
+    fields = "" if inspect.isfunction(thing) else repr(getattr(thing, "__dict__", ""))
+    return f"{kind.__qualname__} {fields} code {code}".replace("  ", " ")
+
+
 def load_space(path: str | Path) -> Space:
     """Run the space file at ``path`` and return its ``SPACE``.
 
@@ -253,4 +312,5 @@ def load_space(path: str | Path) -> Space:
             f"space file {str(path)!r} must bind SPACE to a blocksearch.Space, "
             f"found {found}"
         )
+    object.__setattr__(space, "source", str(path))
     return space

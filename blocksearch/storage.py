@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 
+from blocksearch.coordination import remember_location
 from blocksearch.errors import StudyError
 from blocksearch.space import Space
 
@@ -113,13 +114,26 @@ def open_storage(location: str | Path) -> optuna.storages.BaseStorage:
     location = str(location)
     if "://" in location:
         try:
-            return optuna.storages.RDBStorage(location)
+            storage = optuna.storages.RDBStorage(location)
+        except ImportError:
+            scheme = location.split("://", 1)[0]
+            fix = (
+                "pip install 'blocksearch[postgres]'"
+                if scheme.startswith("postgresql")
+                else f"install the Python driver of {scheme!r} databases"
+            )
+            raise StudyError(
+                f"cannot open storage {location!r}: its database driver is not "
+                f"installed; {fix}"
+            ) from None
         except Exception as error:  # SQLAlchemy raises many unrelated types
             reason = str(error).strip().rstrip(".")
             raise StudyError(
                 f"cannot open storage {location!r}: {reason}. Check the URL "
                 "(e.g. sqlite:///studies/x.db) and that the server is reachable"
             ) from None
+        remember_location(storage, location)
+        return storage
 
     path = Path(location)
     try:
@@ -131,7 +145,9 @@ def open_storage(location: str | Path) -> optuna.storages.BaseStorage:
             f"cannot create storage file {str(path)!r}: {error.strerror}. "
             "Choose a writable location with --storage or --studies-dir"
         ) from None
-    return optuna.storages.JournalStorage(backend)
+    storage = optuna.storages.JournalStorage(backend)
+    remember_location(storage, location)
+    return storage
 
 
 def study_depths(storage: optuna.storages.BaseStorage, space: Space) -> list[int]:

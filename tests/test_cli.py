@@ -99,7 +99,7 @@ def test_run_dataset_from_environment(tiny_space, tmp_path, monkeypatch, capsys)
         ("--depths", "abc", "depth 'abc' in 'abc' is not a positive integer"),
         ("--depths", "20,0", "depth '0' in '20,0' is not a positive integer"),
         ("--depths", ",", "names no depth"),
-        ("--trials", "0", "'0' must be a positive integer"),
+        ("--trials", "0", "'0' is too small; give a whole number of 1 or more"),
         ("--epochs", "two", "'two' is not an integer"),
     ],
 )

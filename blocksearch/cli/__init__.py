@@ -29,27 +29,38 @@ logger = logging.getLogger("blocksearch")
 # Argument types
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an integer; give a positive whole number"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return value
+def _int_at_least(minimum: int, rule: str):
+    """Return an argparse type that accepts whole numbers of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an integer; give {rule}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is too small; give {rule}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
+_positive_int = _int_at_least(1, "a whole number of 1 or more")
+_non_negative_int = _int_at_least(0, "a whole number of 0 or more")
+
+
+def _positive_seconds(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an integer; give a whole number of 0 or more"
+            f"{text!r} is not a number; give a positive number of seconds"
         ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range; give a positive, finite number of seconds"
+        )
     return value
 
 
@@ -137,7 +148,55 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--threads",
         type=_positive_int,
-        help="torch CPU threads (default: torch's own choice)",
+        help="torch CPU threads per worker (default: torch's own choice with "
+        "one worker; with several, the available cores divided among them)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="worker processes that train trials side by side on the same "
+        "storage; --trials stays the total per study. Workers on other machines "
+        "join with the same command and a shared --storage URL (default: 1)",
+    )
+    run.add_argument(
+        "--stale-after",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="seconds without a heartbeat after which another worker marks a "
+        "running trial failed and enqueues its design again, once; trials "
+        "record a heartbeat every sixth of this (default: 120)",
+    )
+    speed = run.add_argument_group(
+        "speed options",
+        "Options that change only how fast trials train. --bf16 and --compile "
+        "also change rounding, so a study records them and refuses to mix "
+        "trials with and without them.",
+    )
+    speed.add_argument(
+        "--grad-norm-every",
+        type=_positive_int,
+        metavar="K",
+        help="measure the per-block gradient norms on every K-th training step "
+        "only; the stored norm is the mean over measured steps. Training itself "
+        "is unchanged (default: 1, every step)",
+    )
+    speed.add_argument(
+        "--bf16",
+        action="store_true",
+        help="inexact: run forward passes under bfloat16 autocast (matrix "
+        "products in bfloat16, accumulated in float32); fastest on GPUs and "
+        "CPUs with bfloat16 units",
+    )
+    speed.add_argument(
+        "--compile",
+        action="store_true",
+        help="inexact: train the network compiled by torch.compile, which fuses "
+        "element-wise ops and so rounds differently; costs a minute of "
+        "compilation per trial, and on small CPUs has measured slower. Pair it "
+        "with --grad-norm-every above 1",
     )
     run.add_argument(
         "--sampler",

@@ -206,13 +206,49 @@ def physical_memory() -> int | None:
         return None  # not reported on this platform; skip the check
 
 
+def available_cores() -> int:
+    """Return the CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def run_options(args: argparse.Namespace) -> dict[str, object]:
+    """Return the keyword arguments of ``run_space`` that come from ``args``."""
+    return {
+        "depths": args.depths,
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "repeat_duplicates": args.repeat_duplicates or None,
+        "sampler": args.sampler,
+        "pruner": args.pruner,
+        "warmup_epochs": args.warmup_epochs,
+        "repeats": args.repeats,
+        "protocol": args.protocol,
+        "validation_size": args.validation_size,
+        "grad_norm_every": args.grad_norm_every,
+        "bf16": args.bf16 or None,
+        "compile": args.compile or None,
+        "stale_after": args.stale_after,
+    }
+
+
 def command_run(args: argparse.Namespace, console: Console) -> int:
     import optuna
     import torch
 
     from blocksearch.data import DATA_ENV_VAR
     from blocksearch.space import load_space
-    from blocksearch.study import check_storage, open_storage, run_space
+    from blocksearch.study import (
+        check_storage,
+        open_storage,
+        open_study,
+        plan_space,
+        prepare_data,
+        run_space,
+    )
     from blocksearch.train import resolve_device
 
     # checks: everything a user can get wrong, before any slow or lasting step
@@ -226,10 +262,18 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         )
     location = storage_location(args, space)
     check_storage(location)
+    check_shared_storage(location, args.workers)
     depths = args.depths or list(space.depths)
     check_model_size(space, depths)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = run_options(args)
+    stale_after = options.pop("stale_after")
+    plans = plan_space(
+        space,
+        **{k: v for k, v in options.items() if k != "validation_size"},
+    )
+    threads = args.threads or max(1, available_cores() // args.workers)
+    if args.threads or args.workers > 1:
+        torch.set_num_threads(threads)
 
     # data before storage: a bad dataset must not leave a new, empty file
     source = args.data or os.environ.get(DATA_ENV_VAR) or space.dataset
@@ -243,26 +287,31 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 
     logger.info("space %s, storage %s, device %s", space.name, location, device)
     started = time.perf_counter()
-    with make_progress(console) as progress:
-        studies = run_space(
-            space,
-            dataset,
-            storage=storage,
-            depths=depths,
-            trials=args.trials,
-            epochs=args.epochs,
-            seed=args.seed,
-            repeat_duplicates=args.repeat_duplicates,
-            sampler=args.sampler,
-            pruner=args.pruner,
-            warmup_epochs=args.warmup_epochs,
-            repeats=args.repeats,
-            protocol=args.protocol,
-            validation_size=args.validation_size,
-            device=str(device),
-            reporter=RichReporter(progress),
-            artifact_dir=artifact_location(args, space),
+    if args.workers > 1:
+        # Create or check every study here, so that a conflict is reported
+        # once, before any worker starts.
+        split = prepare_data(
+            space, dataset, protocol=args.protocol, validation_size=args.validation_size
         )
+        for plan in plans:
+            open_study(plan, storage, split)
+        from blocksearch.cli.workers import run_workers
+
+        code = run_workers(args, plans, storage, threads, console)
+        if code != 0:
+            return code
+    else:
+        with make_progress(console) as progress:
+            run_space(
+                space,
+                dataset,
+                storage=storage,
+                device=str(device),
+                reporter=RichReporter(progress),
+                artifact_dir=artifact_location(args, space),
+                stale_after=stale_after,
+                **options,
+            )
     if args.storage:
         where = f" --storage {args.storage}"
     elif args.studies_dir != "studies":
@@ -271,9 +320,26 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         where = ""
     logger.info(
         "finished %d studies in %.0f s; inspect them with: blocksearch show %s%s",
-        len(studies),
+        len(plans),
         time.perf_counter() - started,
         args.space,
         where,
     )
     return 0
+
+
+def check_shared_storage(location: str, workers: int) -> None:
+    """Refuse, before starting, a storage that several workers cannot share.
+
+    Raises:
+        BlocksearchError: If ``workers`` is above 1 and ``location`` is an
+            SQLite database, whose single file lock makes concurrent writers
+            fail with "database is locked" in the middle of a run.
+    """
+    if workers > 1 and location.startswith("sqlite:"):
+        raise BlocksearchError(
+            f"--workers {workers} cannot share SQLite storage {location!r}: "
+            "concurrent writers fail midway with 'database is locked'. Use a "
+            "journal file (the default, or --storage studies/NAME.journal) or "
+            "a PostgreSQL URL"
+        )

@@ -35,7 +35,13 @@ Grammar::
 from __future__ import annotations
 
 from blocksearch.dsl.parser import check_text, parse_block, parse_design
-from blocksearch.dsl.printer import design_hash, format_block, format_design, normalize
+from blocksearch.dsl.printer import (
+    design_hash,
+    format_block,
+    format_design,
+    format_op,
+    normalize,
+)
 from blocksearch.dsl.records import Block, Design, Op, Region, Stage
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "check_text",
     "design_hash",
     "format_block",
+    "format_op",
     "format_design",
     "normalize",
     "parse_block",

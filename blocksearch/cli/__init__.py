@@ -1,4 +1,5 @@
-"""The ``blocksearch`` command: run, show, compile, check, ops, export and plot.
+"""The ``blocksearch`` command: run, show, compile, check, ops, export, plot and
+dashboard.
 
 User mistakes end with one message and an exit code (see
 :mod:`blocksearch.errors`); ``--debug`` shows the traceback instead.
@@ -48,6 +49,15 @@ def _int_at_least(minimum: int, rule: str):
 
 _positive_int = _int_at_least(1, "a whole number of 1 or more")
 _non_negative_int = _int_at_least(0, "a whole number of 0 or more")
+
+
+def _port(text: str) -> int:
+    value = _int_at_least(1, "a port number from 1 to 65535")(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too large; give a port number from 1 to 65535"
+        )
+    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -351,6 +361,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the PNG files (default: plots)",
     )
 
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve the studies of a space in optuna-dashboard, with their plots",
+        description="Start optuna-dashboard on the storage of a space, with the "
+        "space's artifact folder so that each trial's plots show beside it. "
+        "It listens on the loopback address unless --host says otherwise; the "
+        "dashboard has no login, and anyone who reaches it can edit studies.",
+    )
+    dashboard.add_argument("space", help="path of the space file the studies ran")
+    _add_storage_options(dashboard)
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 exposes the studies to the network "
+        "(default: 127.0.0.1, this machine only)",
+    )
+    dashboard.add_argument(
+        "--port",
+        type=_port,
+        default=8080,
+        help="TCP port to listen on (default: 8080)",
+    )
+
     check = commands.add_parser(
         "check",
         help="report every error in a design or a file of designs",
@@ -416,6 +449,7 @@ COMMANDS = {
     "ops": ("blocksearch.cli.inspect", "command_ops"),
     "export": ("blocksearch.cli.inspect", "command_export"),
     "plot": ("blocksearch.cli.inspect", "command_plot"),
+    "dashboard": ("blocksearch.cli.inspect", "command_dashboard"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from blocksearch.report import (
 )
 from blocksearch.space import load_space
 from blocksearch.study import open_storage, study_depths, study_name
+
+logger = logging.getLogger("blocksearch")
 
 
 def command_show(args: argparse.Namespace, console: Console) -> int:
@@ -167,16 +170,21 @@ def command_ops(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _stored_studies(args: argparse.Namespace) -> tuple[object, list[optuna.Study]]:
-    """Load the space and its stored studies, limited to ``--depths`` if given."""
-    space = load_space(args.space)
+def _open_existing(args: argparse.Namespace, space) -> tuple[str, object]:
+    """Open the storage of ``space`` named by ``args``, which must exist."""
     location = storage_location(args, space)
     if "://" not in location and not Path(location).is_file():
         raise StudyError(
             f"storage file {location!r} not found; run "
             f"'blocksearch run {args.space}' first, or pass --storage"
         )
-    storage = open_storage(location)
+    return location, open_storage(location)
+
+
+def _stored_studies(args: argparse.Namespace) -> tuple[object, list[optuna.Study]]:
+    """Load the space and its stored studies, limited to ``--depths`` if given."""
+    space = load_space(args.space)
+    location, storage = _open_existing(args, space)
     depths = study_depths(storage, space)
     if getattr(args, "depths", None):
         missing = sorted(set(args.depths) - set(depths))
@@ -254,4 +262,50 @@ def command_plot(args: argparse.Namespace, console: Console) -> int:
             title=f"{study.study_name}: presets (solid) and best designs (dashed)",
         )
         _print_plain(console, f"{study.study_name}: {len(trials)} trials -> {path}")
+    return 0
+
+
+def command_dashboard(args: argparse.Namespace, console: Console) -> int:
+    import ipaddress
+    import socket
+
+    import optuna_dashboard
+
+    space = load_space(args.space)
+    location, storage = _open_existing(args, space)
+    artifact_dir = artifact_location(args, space)
+    store = None
+    if artifact_dir.is_dir():
+        store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        logger.warning(
+            "optuna-dashboard has no login: anyone who reaches %s:%d can read "
+            "and change these studies",
+            args.host,
+            args.port,
+        )
+    # Fail before the server starts when the port is taken.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            raise StudyError(
+                f"cannot listen on {args.host}:{args.port}: {error.strerror}; "
+                "choose another --port"
+            ) from None
+    logger.info(
+        "serving %s%s at http://%s:%d (Ctrl-C stops it)",
+        location,
+        f" with plots from {artifact_dir}" if store else "",
+        f"[{args.host}]" if family == socket.AF_INET6 else args.host,
+        args.port,
+    )
+    optuna_dashboard.run_server(
+        storage, host=args.host, port=args.port, artifact_store=store
+    )
     return 0

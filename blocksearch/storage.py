@@ -20,6 +20,7 @@ __all__ = [
     "check_storage",
     "default_storage_path",
     "open_storage",
+    "shown_location",
     "study_depths",
     "study_name",
 ]
@@ -97,6 +98,28 @@ def check_storage(location: str | Path) -> None:
         )
 
 
+def shown_location(location: str | Path) -> str:
+    """Return ``location`` fit for messages and logs: without a URL's password."""
+    location = str(location)
+    if "://" not in location:
+        return location
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(location).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can read; it holds no password
+        return location
+
+
+def _first_line(error: Exception) -> str:
+    """Return the first line of a driver's message, without its class prefix."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    text = lines[0].strip().rstrip(".")
+    if text.startswith("(") and ") " in text:
+        text = text.split(") ", 1)[1]  # "(psycopg.OperationalError) ..."
+    return text
+
+
 def open_storage(location: str | Path) -> optuna.storages.BaseStorage:
     """Open study storage from a database URL or a journal file path.
 
@@ -113,6 +136,7 @@ def open_storage(location: str | Path) -> optuna.storages.BaseStorage:
     check_storage(location)
     location = str(location)
     if "://" in location:
+        shown = shown_location(location)
         try:
             storage = optuna.storages.RDBStorage(location)
         except ImportError:
@@ -123,13 +147,12 @@ def open_storage(location: str | Path) -> optuna.storages.BaseStorage:
                 else f"install the Python driver of {scheme!r} databases"
             )
             raise StudyError(
-                f"cannot open storage {location!r}: its database driver is not "
+                f"cannot open storage {shown!r}: its database driver is not "
                 f"installed; {fix}"
             ) from None
         except Exception as error:  # SQLAlchemy raises many unrelated types
-            reason = str(error).strip().rstrip(".")
             raise StudyError(
-                f"cannot open storage {location!r}: {reason}. Check the URL "
+                f"cannot open storage {shown!r}: {_first_line(error)}. Check the URL "
                 "(e.g. sqlite:///studies/x.db) and that the server is reachable"
             ) from None
         remember_location(storage, location)

@@ -166,3 +166,120 @@ def test_compile_rejects_infinite_argument(capsys):
 def test_compile_suggests_lower_case(capsys):
     assert main(["compile", "LINEAR + id"]) == 3
     assert "did you mean 'linear'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Every bad input against an existing study: one message, its code, no change
+
+
+def _closed_port() -> int:
+    """Return a loopback port that nothing listens on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _edit_space(old: str, new: str):
+    def edit(tmp_path, space):
+        space.write_text(space.read_text().replace(old, new))
+        return []
+
+    return edit
+
+
+def _no_folder(tmp_path, space):
+    return ["--data", str(tmp_path / "missing")]
+
+
+def _flat_folder(tmp_path, space):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "image.png").write_bytes(b"")
+    return ["--data", str(tmp_path / "flat")]
+
+
+def _unwritable_studies(tmp_path, space):
+    (tmp_path / "a-file").write_text("")
+    return ["--studies-dir", str(tmp_path / "a-file" / "studies"), "--storage", ""]
+
+
+BAD_INPUTS = {
+    "malformed DSL": (
+        _edit_space("presets=PRESETS", "presets={'p': 'linear bn +'}"),
+        5,
+        "preset 'p' is invalid",
+    ),
+    "unknown op": (
+        _edit_space("presets=PRESETS", "presets={'p': 'linear bnn + id'}"),
+        5,
+        "unknown op 'bnn'",
+    ),
+    "space syntax error": (
+        _edit_space("trials=1,", "trials=1,,"),
+        5,
+        "has a syntax error at line",
+    ),
+    "space missing fields": (
+        _edit_space("search=PlacementSearch(main=('linear', 'bn')),", ""),
+        5,
+        "missing 1 required positional argument: 'search'",
+    ),
+    "depth not positive": (
+        lambda *_: ["--depths", "0"],
+        2,
+        "is not a positive integer",
+    ),
+    "epochs not an integer": (lambda *_: ["--epochs", "1.5"], 2, "is not an integer"),
+    "data folder missing": (_no_folder, 4, "missing"),
+    "data folder layout": (_flat_folder, 4, "flat"),
+    "storage unreachable": (
+        lambda *_: ["--storage", f"postgresql://u@127.0.0.1:{_closed_port()}/x"],
+        6,
+        "cannot open storage",
+    ),
+    "storage URL malformed": (
+        lambda *_: ["--storage", "nosuchdb://x"],
+        6,
+        "cannot open storage 'nosuchdb://x'",
+    ),
+    "study of another space": (
+        _edit_space("TrainConfig(epochs=1)", "TrainConfig(epochs=1, lr=0.5)"),
+        6,
+        "created from a different space",
+    ),
+    "studies folder unwritable": (_unwritable_studies, 6, "cannot create storage"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_leaves_study_unchanged(tmp_path, capsys, case):
+    space = _space(tmp_path)
+    storage = tmp_path / "s.journal"
+    assert main(["run", str(space), "--storage", str(storage)]) == 0
+    before = storage.read_bytes()
+    capsys.readouterr()
+
+    make_args, code, message = BAD_INPUTS[case]
+    extra = make_args(tmp_path, space)
+    args = ["run", str(space), "--storage", str(storage), *extra]
+    if "--storage" in extra and extra[extra.index("--storage") + 1] == "":
+        args = ["run", str(space), *extra[:2]]  # the default storage location
+
+    try:
+        result = main(args)
+    except SystemExit as exit_:  # argparse ends usage errors this way
+        result = exit_.code
+    assert result == code
+    err = capsys.readouterr().err
+    assert message in err.replace("\n", " ")
+    assert "Traceback" not in err
+    assert storage.read_bytes() == before
+
+
+def test_storage_password_never_printed(tmp_path, capsys):
+    url = f"postgresql://user:hunter2@127.0.0.1:{_closed_port()}/studies"
+    assert main(["run", str(_space(tmp_path)), "--storage", url]) == 6
+    err = capsys.readouterr().err
+    assert "user:***@127.0.0.1" in err
+    assert "hunter2" not in err

@@ -39,6 +39,7 @@ from blocksearch.report import (
     theory_table,
 )
 from blocksearch.space import load_space
+from blocksearch.storage import shown_location
 from blocksearch.study import open_storage, study_depths, study_name
 
 logger = logging.getLogger("blocksearch")
@@ -190,14 +191,16 @@ def _stored_studies(args: argparse.Namespace) -> tuple[object, list[optuna.Study
         missing = sorted(set(args.depths) - set(depths))
         if missing:
             raise StudyError(
-                f"storage {location!r} has no study of space {space.name!r} at "
+                f"storage {shown_location(location)!r} has no study of space "
+                f"{space.name!r} at "
                 f"depth {', '.join(map(str, missing))}; stored depths: "
                 f"{', '.join(map(str, depths)) or 'none'}"
             )
         depths = [d for d in depths if d in args.depths]
     if not depths:
         raise StudyError(
-            f"storage {location!r} has no study of space {space.name!r}; run "
+            f"storage {shown_location(location)!r} has no study of space "
+            f"{space.name!r}; run "
             f"'blocksearch run {args.space}' first"
         )
     studies = [
@@ -300,7 +303,7 @@ def command_dashboard(args: argparse.Namespace, console: Console) -> int:
             ) from None
     logger.info(
         "serving %s%s at http://%s:%d (Ctrl-C stops it)",
-        location,
+        shown_location(location),
         f" with plots from {artifact_dir}" if store else "",
         f"[{args.host}]" if family == socket.AF_INET6 else args.host,
         args.port,

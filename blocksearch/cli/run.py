@@ -241,6 +241,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 
     from blocksearch.data import DATA_ENV_VAR
     from blocksearch.space import load_space
+    from blocksearch.storage import shown_location
     from blocksearch.study import (
         check_storage,
         open_storage,
@@ -285,7 +286,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     # Optuna's own lines would repeat them, with a traceback for Ctrl-C.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-    logger.info("space %s, storage %s, device %s", space.name, location, device)
+    logger.info(
+        "space %s, storage %s, device %s", space.name, shown_location(location), device
+    )
     started = time.perf_counter()
     if args.workers > 1:
         # Create or check every study here, so that a conflict is reported
@@ -313,7 +316,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
                 **options,
             )
     if args.storage:
-        where = f" --storage {args.storage}"
+        where = f" --storage {shown_location(args.storage)}"
     elif args.studies_dir != "studies":
         where = f" --studies-dir {args.studies_dir}"
     else:

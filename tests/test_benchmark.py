@@ -6,6 +6,7 @@ Only the shape of the output is checked: timings are printed, never asserted.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -89,3 +90,44 @@ def test_step_flops_counts_matmuls():
     # head 4->3 also need an input gradient
     expected = 2 * batch * (2 * 6 * 4 + 3 * (4 * 4 * 2 + 4 * 3))
     assert epoch_time.step_flops(model, batch) == expected
+
+
+PARALLEL = SCRIPT.with_name("parallel_trials.py")
+
+
+def test_parallel_trials_prints_rates(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(PARALLEL), "--data", "synthetic:500", "--blocks", "2"]
+        + ["--width", "16", "--workers", "1,2", "--cores", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BLOCKSEARCH_CACHE": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"K=2: torch threads per process 1, wall [\d.]+ s, .*", lines[3]
+    )
+    assert re.fullmatch(r"trial-epochs per hour, K=1: \d+, 1\.00x K=1", lines[-2])
+    assert re.fullmatch(r"trial-epochs per hour, K=2: \d+, [\d.]+x K=1", lines[-1])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--workers", "0"], 2, "'0' must be 1 or more"),
+        (["--workers", ","], 2, "names no worker count"),
+        (["--data", "no-such-folder"], 4, "does not exist"),
+    ],
+)
+def test_parallel_trials_bad_input(args, code, message):
+    result = subprocess.run(
+        [sys.executable, str(PARALLEL), "--data", "synthetic", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

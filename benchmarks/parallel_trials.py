@@ -140,6 +140,8 @@ def measure(args: argparse.Namespace, workers: int, cores: int) -> float:
     ]
     for process in processes:
         process.start()
+
+    # timed: from the moment every process has its data until the last result
     start.wait(timeout=600)
     began = time.perf_counter()
     per_process = []
@@ -150,11 +152,13 @@ def measure(args: argparse.Namespace, workers: int, cores: int) -> float:
             failed = [p.exitcode for p in processes if p.exitcode]
             if failed:
                 raise BlocksearchError(
-                    f"a training process exited with code {failed[0]}"
+                    f"a training process exited with code {failed[0]}; its "
+                    "error is printed above"
                 ) from None
     wall = time.perf_counter() - began
     for process in processes:
         process.join()
+
     print(
         f"K={workers}: torch threads per process {threads}, wall {wall:.1f} s, "
         "per process " + ", ".join(f"{t:.1f} s" for t in sorted(per_process))

@@ -214,3 +214,43 @@ def test_run_signal_fails_trial_and_resumes(tmp_path, signal_name, code):
     assert first.user_attrs["failure"] == "interrupted"
     # exp1 and exp2 stay enqueued for the next run
     assert [t.state for t in waiting] == [optuna.trial.TrialState.WAITING] * 2
+
+
+def test_run_labels_inexact_trials_and_keeps_studies_apart(
+    tiny_space, tmp_path, capsys
+):
+    import optuna
+
+    from blocksearch.study import open_storage
+
+    storage = tmp_path / "s.journal"
+    run = ["run", str(tiny_space), "--storage", str(storage), "--depths", "2"]
+    assert main([*run, "--trials", "1", "--epochs", "1", "--bf16"]) == 0
+    study = optuna.load_study(study_name="tiny-depth2", storage=open_storage(storage))
+    assert study.user_attrs["inexact"] == ["autocast_bf16"]
+    assert study.trials[0].user_attrs["inexact"] == ["autocast_bf16"]
+
+    # the exact trainer may not add trials to a bf16 study
+    assert main([*run, "--trials", "2", "--epochs", "1"]) == 6
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "inexact: stored ['autocast_bf16'], requested []" in err
+
+
+def test_run_exact_study_records_no_inexact_option(tiny_space, tmp_path):
+    import optuna
+
+    from blocksearch.study import open_storage
+
+    storage = tmp_path / "s.journal"
+    run = ["run", str(tiny_space), "--storage", str(storage), "--depths", "2"]
+    assert main([*run, "--trials", "1", "--epochs", "1", "--grad-norm-every", "3"]) == 0
+    study = optuna.load_study(study_name="tiny-depth2", storage=open_storage(storage))
+    assert study.user_attrs["inexact"] == []
+    assert "inexact" not in study.trials[0].user_attrs
+
+
+def test_run_refuses_compile_without_sparse_norms(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    assert main(["run", str(tiny_space), "--storage", str(storage), "--compile"]) == 1
+    assert "--compile needs --grad-norm-every above 1" in capsys.readouterr().err
+    assert not storage.exists()

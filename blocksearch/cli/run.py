@@ -261,6 +261,12 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             "--data is empty; give a dataset folder, 'cifar10' or 'synthetic', "
             "or leave the option out"
         )
+    if args.compile and (args.grad_norm_every or 1) == 1:
+        raise BlocksearchError(
+            "--compile needs --grad-norm-every above 1: steps that gather block "
+            "gradient norms run eagerly, so with every step measured the "
+            "compiled network would never run. Add e.g. --grad-norm-every 10"
+        )
     location = storage_location(args, space)
     check_storage(location)
     check_shared_storage(location, args.workers)

@@ -65,6 +65,9 @@ class StudyPlan:
     #: Inexact speed options; see :class:`~blocksearch.train.TrainConfig`.
     bf16: bool = False
     compile: bool = False
+    #: Number of this worker among those started together (0 for the first).
+    #: It seeds the sampler apart, so that parallel workers sample apart.
+    worker: int = 0
 
     def train_config(self) -> TrainConfig:
         """Return the space's training protocol with this plan's budget,

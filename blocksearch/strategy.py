@@ -66,8 +66,14 @@ def choose_sampler(
     if setting == "random":
         return optuna.samplers.RandomSampler(seed=seed), f"random: {reason}"
     # Multivariate TPE models the placements jointly. The searches keep their
-    # parameter names fixed, so every trial has the same parameters.
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    # parameter names fixed, so every trial has the same parameters. The
+    # constant liar counts trials that other workers are running as poor, so
+    # parallel workers explore apart; with one worker it changes nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, constant_liar=True
+        )
     return sampler, f"TPE (multivariate, seed {seed}): {reason}"
 
 

@@ -9,6 +9,7 @@ study are not enqueued again.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +77,9 @@ MAX_PRESET_FAILURES = 2
 #: A worker stops after this many failed trials in a row: the cause is then
 #: not one design but the set-up.
 MAX_FAILURES_IN_ROW = 3
+
+#: Distance between the sampler seeds of parallel workers.
+SEED_STRIDE = 10_007
 
 #: Study user attribute: what trials depend on in the space that created it.
 SPACE_ATTR = "space_fingerprint"
@@ -188,9 +192,13 @@ def open_study(
     space = plan.space
     name = study_name(space, plan.depth)
     settings = study_settings(plan, data)
-    sampler, reason = choose_sampler(
-        plan.sampler, space.search, plan.trials, plan.seed + plan.depth
-    )
+    worker = plan.worker
+    if worker == 0 and _has_running_trials(storage, name):
+        # Another worker is active: a seed of its own keeps this worker from
+        # sampling the very designs that worker samples.
+        worker = os.getpid()
+    seed = plan.seed + plan.depth + SEED_STRIDE * worker
+    sampler, reason = choose_sampler(plan.sampler, space.search, plan.trials, seed)
     logger.info("%s sampler: %s", name, reason)
     pruner = make_pruner(plan.pruner, warmup=plan.warmup_epochs, epochs=plan.epochs)
     # Loading first, rather than create_study(load_if_exists=True), appends
@@ -219,6 +227,14 @@ def open_study(
     _check_study_settings(study, settings)
     _check_space(study, space)
     return study
+
+
+def _has_running_trials(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return bool(storage.get_all_trials(study_id, states=(TrialState.RUNNING,)))
 
 
 def _check_space(study: optuna.Study, space: Space) -> None:

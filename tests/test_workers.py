@@ -410,3 +410,20 @@ def test_three_workers_on_postgres(tiny_space, tmp_path):
     )
     assert code == 0
     _check_shared_study(_trials(POSTGRES_URL, f"{name}-depth2"), 6)
+
+
+def test_parallel_workers_seed_samplers_apart(tiny_space, tmp_path):
+    from dataclasses import replace
+
+    from blocksearch.data import load_dataset
+    from blocksearch.space import load_space
+    from blocksearch.study import open_study, plan_space, prepare_data
+
+    storage = open_storage(tmp_path / "s.journal")
+    (plan,) = plan_space(load_space(tiny_space), depths=[2], sampler="random")
+    data = prepare_data(plan.space, load_dataset("synthetic"))
+    first = open_study(plan, storage, data).sampler
+    second = open_study(replace(plan, worker=1), storage, data).sampler
+    again = open_study(plan, storage, data).sampler
+    draws = [s._rng.rng.randint(1 << 30) for s in (first, second, again)]
+    assert draws[0] == draws[2] != draws[1]

@@ -205,6 +205,7 @@ def worker_main(
             storage=open_storage(storage_location(args, space)),
             device=device,
             artifact_dir=artifact_location(args, space),
+            worker=index - 1,
             **run_options(args),
         )
     except BlocksearchError as error:

@@ -84,9 +84,10 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
     checkpoint epochs and one row per preset and top sampled design. Each row
     holds its ``design`` label, ``trial`` number, ``state``, ``objective``,
     the number of ``seeds`` and their ``objective_std``, per checkpoint epoch
-    ``loss@E`` and ``accuracy@E``, then ``max_accuracy``, ``dead_neuron_rate``
-    and ``description``. Accuracies and rates are
-    fractions, and a missing value is None.
+    ``loss@E`` and ``accuracy@E``, then ``max_accuracy``, ``dead_neuron_rate``,
+    ``description``, the ``epochs`` trained and the trial's wall time in
+    ``seconds``. Accuracies and rates are fractions, and a missing value is
+    None.
     """
     trials = select_rows(study, top)
     epochs_run = max(
@@ -116,6 +117,11 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
         row["max_accuracy"] = max(accuracies) if accuracies else None
         row["dead_neuron_rate"] = dead[-1] if dead else None
         row["description"] = trial.user_attrs.get("dsl")
+        row["epochs"] = len(losses)
+        start, end = trial.datetime_start, trial.datetime_complete
+        row["seconds"] = (
+            round((end - start).total_seconds(), 1) if start and end else None
+        )
         rows.append(row)
     return {
         "study": study.study_name,

@@ -99,10 +99,11 @@ def test_report_csv_expected():
     text = records_csv([study_records(_small_study())])
     assert text.splitlines() == [
         "study,design,trial,state,objective,seeds,objective_std,loss@2,accuracy@2,"
-        "max_accuracy,dead_neuron_rate,description",
-        "small-depth2,control,0,complete,0.5,1,,1.5,0.5,0.5,0.125,linear + id -> tanh",
-        "small-depth2,exp1,1,complete,0.55,1,,1.2,0.55,0.55,0.125,linear + tanh",
-        "small-depth2,#2,2,complete,0.6,1,,1.1,0.6,0.6,0.125,linear + tanh",
+        "max_accuracy,dead_neuron_rate,description,epochs,seconds",
+        "small-depth2,control,0,complete,0.5,1,,1.5,0.5,0.5,0.125,"
+        "linear + id -> tanh,2,0.0",
+        "small-depth2,exp1,1,complete,0.55,1,,1.2,0.55,0.55,0.125,linear + tanh,2,0.0",
+        "small-depth2,#2,2,complete,0.6,1,,1.1,0.6,0.6,0.125,linear + tanh,2,0.0",
     ]
 
 
@@ -128,6 +129,8 @@ def test_report_json_expected():
         "max_accuracy": 0.6,
         "dead_neuron_rate": 0.125,
         "description": "linear + tanh",
+        "epochs": 2,
+        "seconds": 0.0,  # create_trial starts and ends a trial at once
     }
 
 

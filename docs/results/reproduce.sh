@@ -4,7 +4,9 @@
 # Usage: BLOCKSEARCH_DATA=PATH docs/results/reproduce.sh [STEP...]
 #   PATH is the CIFAR-10 folder (train/ and test/ class folders, or
 #   torchvision's cifar-10-batches-py). STEP is any of paper20 relu seeds
-#   paper-other search retrain; with none, all run in that order.
+#   paper-other search export; with none, all run in that order. export
+#   writes the JSON files of docs/results/ from the studies, and
+#   docs/results/compare.py turns those into the tables of the page.
 #
 # Each step is an ordinary `blocksearch run`, so stopping the script and
 # starting it again resumes every study where it stopped. Studies land in
@@ -43,9 +45,22 @@ search() {  # a real search: validation protocol, pruning, 30 trials
         --storage studies/repro-search.journal
 }
 
+export() {  # one JSON export per storage, from blocksearch show
+    local name space
+    for name in paper relu seeds search; do
+        space=spaces/tanh_placements.py
+        [ "$name" = relu ] && space=spaces/relu_placements.py
+        [ -f "studies/repro-$name.journal" ] || continue
+        blocksearch show "$space" --storage "studies/repro-$name.journal" \
+            --format json --top 10 > "docs/results/$name.json"
+        blocksearch plot "$space" --storage "studies/repro-$name.journal" \
+            --out "docs/results/plots-$name"
+    done
+}
+
 steps=("$@")
 if [ ${#steps[@]} -eq 0 ]; then
-    steps=(paper20 relu seeds paper-other search)
+    steps=(paper20 relu seeds paper-other search export)
 fi
 for name in "${steps[@]}"; do
     "$name"

@@ -1,0 +1,202 @@
+"""Print the tables of docs/reproduction.md from the exports in this folder.
+
+Each export is the output of ``blocksearch show --format json`` for one of
+the storages that ``reproduce.sh`` fills (see ``reproduce.sh export``). This
+script reads only those files, so anyone can check the tables against them.
+Published figures are those of the reference experiment (tanh, seed 42).
+
+Usage::
+
+    python docs/results/compare.py > /tmp/tables.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PRESETS = ("control", "exp1", "exp2")
+
+#: Published training loss and test accuracy (percent) at 20 blocks, by epoch.
+PUBLISHED_20 = {
+    "control": {10: (1.7462, 35.27), 20: (1.3084, 46.04), 30: (1.0995, 49.80),
+                50: (0.8614, 50.01)},
+    "exp1": {10: (1.5791, 41.95), 20: (1.1911, 50.64), 30: (0.9734, 50.00),
+             50: (0.7265, 52.16)},
+    "exp2": {10: (1.6451, 40.73), 20: (1.2559, 49.87), 30: (1.0549, 50.29),
+             50: (0.8413, 50.64)},
+}  # fmt: skip
+#: Published maximum test accuracy (percent) and dead-neuron rate (percent).
+PUBLISHED_MAX_20 = {"control": 51.20, "exp1": 52.49, "exp2": 51.55}
+PUBLISHED_DEAD_20 = {"control": 0.21, "exp1": 0.02, "exp2": 0.08}
+#: Published epoch-50 training loss and maximum test accuracy, by depth.
+PUBLISHED_DEPTHS = {
+    15: {"control": (0.7826, 51.44), "exp1": (0.6698, 53.12), "exp2": (0.7145, 52.30)},
+    20: {"control": (0.8614, 51.20), "exp1": (0.7265, 52.49), "exp2": (0.8413, 51.55)},
+    25: {"control": (0.9536, 50.68), "exp1": (0.7991, 51.85), "exp2": (0.9184, 51.06)},
+    50: {"control": (1.0808, 48.07), "exp1": (1.4391, 21.82), "exp2": (1.1236, 48.24)},
+}  # fmt: skip
+
+
+def load(name: str) -> dict[str, dict]:
+    """Return the studies of export ``name``.json by study name; {} if absent."""
+    path = HERE / f"{name}.json"
+    if not path.is_file():
+        return {}
+    return {record["study"]: record for record in json.loads(path.read_text())}
+
+
+def rows_by_design(record: dict) -> dict[str, dict]:
+    return {row["design"]: row for row in record["rows"]}
+
+
+def cell(loss: float | None, accuracy: float | None) -> str:
+    if loss is None or accuracy is None:
+        return "-"
+    return f"{loss:.4f} / {100 * accuracy:.2f}%"
+
+
+def wall_time(record: dict) -> str:
+    seconds = sum(row.get("seconds") or 0 for row in record["rows"])
+    return f"{seconds / 3600:.2f} h"
+
+
+def table_depth20(paper: dict) -> list[str]:
+    record = paper.get("tanh_placements-depth20")
+    if record is None:
+        return ["(the depth-20 study has not run yet)"]
+    rows = rows_by_design(record)
+    head = "| 20 blocks | " + " | ".join(f"{p} published | {p} here" for p in PRESETS)
+    lines = [head + " |", "|---" * 7 + "|"]
+    for epoch in (10, 20, 30, 50):
+        cells = []
+        for preset in PRESETS:
+            loss, accuracy = PUBLISHED_20[preset][epoch]
+            row = rows.get(preset, {})
+            ours = cell(row.get(f"loss@{epoch}"), row.get(f"accuracy@{epoch}"))
+            cells += [f"{loss:.4f} / {accuracy:.2f}%", ours]
+        lines.append(f"| epoch {epoch} | " + " | ".join(cells) + " |")
+    for label, published, key in (
+        ("max accuracy", PUBLISHED_MAX_20, "max_accuracy"),
+        ("dead-neuron rate", PUBLISHED_DEAD_20, "dead_neuron_rate"),
+    ):
+        cells = []
+        for preset in PRESETS:
+            row = rows.get(preset, {})
+            value = row.get(key) if row.get("epochs") == 50 else None
+            ours = "-" if value is None else f"{100 * value:.2f}%"
+            cells += [f"{published[preset]:.2f}%", ours]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def table_depths(paper: dict) -> list[str]:
+    head = "| blocks | " + " | ".join(f"{p} published | {p} here" for p in PRESETS)
+    lines = [head + " | wall time here |", "|---" * 8 + "|"]
+    for depth, published in PUBLISHED_DEPTHS.items():
+        record = paper.get(f"tanh_placements-depth{depth}")
+        rows = rows_by_design(record) if record else {}
+        cells = []
+        for preset in PRESETS:
+            loss, accuracy = published[preset]
+            row = rows.get(preset, {})
+            done = row.get("epochs") == 50
+            ours = cell(row.get("loss@50"), row.get("max_accuracy")) if done else "-"
+            cells += [f"{loss:.4f} / {accuracy:.2f}%", ours]
+        time = wall_time(record) if record else "-"
+        lines.append(f"| {depth} | " + " | ".join(cells) + f" | {time} |")
+    return lines
+
+
+def table_seeds(seeds: dict) -> list[str]:
+    record = seeds.get("tanh_placements-depth20")
+    if record is None:
+        return ["(the seed study has not run yet)"]
+    lines = [
+        "| preset | seeds | epoch-20 loss, mean | epoch-20 test accuracy, mean ± std |",
+        "|---|---|---|---|",
+    ]
+    for preset, row in rows_by_design(record).items():
+        if row["objective"] is None:
+            continue
+        lines.append(
+            f"| {preset} | {row['seeds']} | {row['loss@20']:.4f} | "
+            f"{100 * row['objective']:.2f}% ± {100 * (row['objective_std'] or 0):.2f} |"
+        )
+    lines.append(f"\nWall time: {wall_time(record)}.")
+    return lines
+
+
+def table_relu(relu: dict) -> list[str]:
+    record = relu.get("relu_placements-depth20")
+    if record is None:
+        return ["(the ReLU study has not run yet)"]
+    rows = rows_by_design(record)
+    lines = [
+        "| preset | epoch-20 loss / test accuracy | max accuracy |",
+        "|---|---|---|",
+    ]
+    finals = []
+    for preset in PRESETS:
+        row = rows.get(preset)
+        if row is None or row.get("epochs") != 20:
+            lines.append(f"| {preset} | - | - |")
+            continue
+        finals.append(row["accuracy@20"])
+        lines.append(
+            f"| {preset} | {cell(row['loss@20'], row['accuracy@20'])} | "
+            f"{100 * row['max_accuracy']:.2f}% |"
+        )
+    if len(finals) == len(PRESETS):
+        spread = 100 * (max(finals) - min(finals))
+        lines.append(f"\nSpread of epoch-20 accuracy: {spread:.2f} points.")
+    lines.append(f"Wall time: {wall_time(record)}.")
+    return lines
+
+
+def table_search(search: dict) -> list[str]:
+    record = search.get("tanh_placements-depth20")
+    if record is None:
+        return ["(the search has not run yet)"]
+    lines = [
+        "| design | trial | state | validation accuracy | test accuracy "
+        "(last epoch) | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in record["rows"]:
+        last = row.get(f"accuracy@{record['checkpoints'][-1]}")
+        objective = row["objective"]
+        lines.append(
+            f"| {row['design']} | {row['trial']} | {row['state']} | "
+            f"{'-' if objective is None else f'{100 * objective:.2f}%'} | "
+            f"{'-' if last is None else f'{100 * last:.2f}%'} | "
+            f"`{row['description']}` |"
+        )
+    lines.append(
+        f"\n{record['finished_trials']} finished trials; wall time of the rows "
+        f"above: {wall_time(record)}."
+    )
+    return lines
+
+
+def main() -> int:
+    paper, seeds = load("paper"), load("seeds")
+    relu, search = load("relu"), load("search")
+    sections = [
+        ("20 blocks, published protocol", table_depth20(paper)),
+        ("Depth: epoch-50 loss / max accuracy", table_depths(paper)),
+        ("Seed noise at 20 blocks, 20 epochs", table_seeds(seeds)),
+        ("ReLU at 20 blocks, 20 epochs", table_relu(relu)),
+        ("Search at 20 blocks", table_search(search)),
+    ]
+    for title, lines in sections:
+        print(f"### {title}\n")
+        print("\n".join(lines))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,6 +19,12 @@ class BlocksearchError(Exception):
     exit_code: int = 1
 
 
+class UsageError(BlocksearchError):
+    """Option value that argparse accepted but blocksearch cannot use."""
+
+    exit_code = 2
+
+
 class DslError(BlocksearchError):
     """Invalid block description: a syntax error, unknown op or bad argument."""
 

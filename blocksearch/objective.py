@@ -1,7 +1,8 @@
 """The objective of a study: build, train and record one trial's design.
 
 Every trial stores, as user attributes, its canonical description (``dsl``),
-its design hash, its preset name (``preset``, presets only), the seed, the
+its design hash, its preset name (``preset``, presets only) or its given
+design (``given``, designs passed with ``--designs`` only), the seed, the
 depth, its gradient-path statistics and, per epoch, the training loss, test
 accuracy, learning rate, dead-neuron rate and the gradient norm at every
 block's output. The objective value is reported to Optuna after every epoch,
@@ -65,6 +66,9 @@ class StudyPlan:
     #: Inexact speed options; see :class:`~blocksearch.train.TrainConfig`.
     bf16: bool = False
     compile: bool = False
+    #: Canonical designs trained after the presets, like them never pruned
+    #: or deduplicated: a design to measure again, e.g. a search's best.
+    designs: tuple[str, ...] = ()
     #: Number of this worker among those started together (0 for the first).
     #: It seeds the sampler apart, so that parallel workers sample apart.
     worker: int = 0
@@ -122,9 +126,14 @@ class _SilentReporter:
 
 
 def trial_label(trial: FrozenTrial | optuna.Trial) -> str:
-    """Return a trial's preset name, or ``#N`` for a sampled trial."""
+    """Return a trial's preset name, ``given #N`` for a design passed with
+    ``--designs``, or ``#N`` for a sampled trial."""
     preset = trial.user_attrs.get("preset")
-    return str(preset) if preset else f"#{trial.number}"
+    if preset:
+        return str(preset)
+    if trial.user_attrs.get("given"):
+        return f"given #{trial.number}"
+    return f"#{trial.number}"
 
 
 def make_objective(
@@ -139,14 +148,17 @@ def make_objective(
     inexact = list(config.inexact_options())
 
     def objective(trial: optuna.Trial) -> float:
-        # design: sampled, or fixed by the enqueued preset parameters
+        # design: sampled, or fixed by the enqueued parameters of a preset or
+        # a given design; fixed designs are neither rejected, reused nor pruned
         design = canonical(space.search.suggest(trial))
         preset = trial.user_attrs.get("preset")
-        if preset is not None and design != space.presets.get(preset):
+        wanted = space.presets.get(preset) if preset else trial.user_attrs.get("given")
+        fixed = preset is not None or wanted is not None
+        if fixed and design != wanted:
             raise SpaceError(
-                f"preset {preset!r} is {space.presets.get(preset)!r} but the "
-                f"search produced {design!r} from its parameters; "
-                "params_for and suggest of the space's search disagree"
+                f"{trial_label(trial)} is {wanted!r} but the search produced "
+                f"{design!r} from its parameters; params_for and suggest of "
+                "the space's search disagree"
             )
         parsed = parse_design(design)
         identity = design_hash(parsed.at_depth(plan.depth))
@@ -161,13 +173,13 @@ def make_objective(
 
         # constraints: a design the space forbids is recorded, never trained
         problem = space.constraint(parsed) if space.constraint else None
-        if problem is not None and preset is None:
+        if problem is not None and not fixed:
             trial.set_user_attr("rejected", problem)
             raise optuna.TrialPruned(f"rejected by the space's constraint: {problem}")
 
         # duplicates: a design already trained at this depth and seed is not
         # trained again; the trial records the earlier trial and its value
-        if preset is None and not plan.repeat_duplicates:
+        if not fixed and not plan.repeat_duplicates:
             earlier = _finished_twin(trial, identity)
             if earlier is not None:
                 trial.set_user_attr("duplicate_of", earlier.number)
@@ -245,7 +257,7 @@ def _train_seeds(
         NonFiniteLossError: When any seed's loss becomes NaN or infinite.
     """
     space = plan.space
-    preset = trial.user_attrs.get("preset")
+    fixed = bool(trial.user_attrs.get("preset") or trial.user_attrs.get("given"))
 
     # models: seeded so a design at a seed always starts from the same weights
     models, runs = [], []
@@ -285,7 +297,7 @@ def _train_seeds(
         epoch = epoch_metrics[0].epoch
         trial.report(value, epoch)
         reporter.epoch_finished(plan, epoch_metrics[0])
-        if preset is None and trial.should_prune():
+        if not fixed and trial.should_prune():
             trial.set_user_attr("pruned_at_epoch", epoch)
             if artifacts is not None:
                 artifacts.attach(trial, _note(trial, design))

@@ -30,7 +30,6 @@ from blocksearch.dsl import (
     format_design,
     format_op,
     normalize,
-    parse_block,
     parse_design,
 )
 from blocksearch.errors import SpaceError
@@ -137,7 +136,8 @@ class PlacementSearch:
             SpaceError: If ``design`` is not a placement of this search's
                 activation on its main path.
         """
-        block = parse_block(design)
+        parsed = normalize(parse_design(design))
+        block = parsed.block if parsed.block is not None else Block(())
         if len(block.stages) == self.stages:
             params = {}
             for i, stage in enumerate(block.stages, start=1):
@@ -146,8 +146,8 @@ class PlacementSearch:
                 if all(p in self.choices for p in params.values()):
                     return params
         raise SpaceError(
-            f"design {design!r} is not in this placement search: it must have "
-            f"{self.stages} stages of main path "
+            f"design {design!r} is not in this placement search: it must be one "
+            f"block, without depth regions, of {self.stages} stages of main path "
             f"{format_block(Block((Stage(self.main),))).split(' +')[0]!r} with "
             f"{self.activation!r} placed at one of {', '.join(self.choices)}"
         )
@@ -273,23 +273,38 @@ class RegionSearch:
     def params_for(self, design: str) -> dict[str, object]:
         """Return parameters that make :meth:`suggest` produce ``design``.
 
-        Only uniform designs are mapped (the presets are uniform): the trial
-        gets one region, and its unused parameters are left to the sampler.
+        Parameters a design leaves unused (boundaries and placements of regions
+        it lacks) are left to the sampler.
 
         Raises:
-            SpaceError: If ``design`` has regions or is not a placement.
+            SpaceError: If ``design`` is not one this search samples: more
+                regions than ``max_regions``, a region end that is no sum of
+                the allowed boundaries, or a block that is not a placement.
         """
         parsed = normalize(parse_design(design))
-        if parsed.block is None:
-            raise SpaceError(
-                f"design {design!r} has regions; presets of a region search "
-                "must be single blocks"
-            )
-        params: dict[str, object] = {"regions": 1}
-        block_params = self.placements.params_for(format_block(parsed.block))
-        for name, value in block_params.items():
-            params[f"region1_{name}"] = value
-        return params
+        regions = parsed.regions
+        allowed = {_fraction(b): b for b in self.boundaries}
+        params: dict[str, object] = {"regions": len(regions)}
+        end = Fraction(0)
+        for i, region in enumerate(regions, start=1):
+            if i < len(regions):
+                if not isinstance(region.share, Fraction):
+                    break  # a block count: not a fraction of the depth
+                end += region.share
+                if end not in allowed:
+                    break
+                params[f"boundary{i}"] = allowed[end]
+            block_params = self.placements.params_for(format_block(region.block))
+            for name, value in block_params.items():
+                params[f"region{i}_{name}"] = value
+        else:
+            if len(regions) <= self.max_regions:
+                return params
+        raise SpaceError(
+            f"design {design!r} is not in this region search: it may have at "
+            f"most {self.max_regions} regions, each but the last a fraction of "
+            f"the depth, ending at one of {', '.join(self.boundaries)}"
+        )
 
 
 def _fraction(text: str) -> Fraction:

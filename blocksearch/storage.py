@@ -8,6 +8,7 @@ reads it while a run is writing.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -107,8 +108,9 @@ def shown_location(location: str | Path) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(location).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can read; it holds no password
-        return location
+    except Exception:  # not a URL SQLAlchemy can read, e.g. a bad port
+        # user:password@ as in RFC 3986; the password may contain ':'
+        return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", location)
 
 
 def _first_line(error: Exception) -> str:

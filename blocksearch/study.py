@@ -101,31 +101,53 @@ def _check_study_settings(study: optuna.Study, settings: dict[str, object]) -> N
         )
 
 
-def _enqueue_presets(study: optuna.Study, space: Space, budget: int) -> list[str]:
-    """Enqueue the presets that the study lacks, at most ``budget`` of them.
+def _enqueue_presets(study: optuna.Study, plan: StudyPlan, budget: int) -> list[str]:
+    """Enqueue the presets, then the given designs, that the study lacks, at
+    most ``budget`` of them, and return their labels.
 
-    A preset counts as present when a trial with its name is waiting, running,
-    complete or pruned. A preset whose trials all failed is enqueued again,
-    unless two of them failed for a reason other than an interruption: a
-    preset that crashes its worker every time is not tried forever.
+    One counts as present when a trial of it is waiting, running, complete or
+    pruned. One whose trials all failed is enqueued again, unless two of them
+    failed for a reason other than an interruption: a design that crashes its
+    worker every time is not tried forever.
     """
+    space = plan.space
+    wanted = [("preset", name, space.presets[name]) for name in space.presets]
+    wanted += [("given", design, design) for design in plan.designs]
     present, crashes = set(), {}
     for trial in study.get_trials(deepcopy=False):
-        name = trial.user_attrs.get("preset")
-        if trial.state != TrialState.FAIL:
-            present.add(name)
-        elif trial.user_attrs.get("failure") != "interrupted":
-            crashes[name] = crashes.get(name, 0) + 1
+        for kind in ("preset", "given"):
+            key = (kind, trial.user_attrs.get(kind))
+            if trial.state != TrialState.FAIL:
+                present.add(key)
+            elif trial.user_attrs.get("failure") != "interrupted":
+                crashes[key] = crashes.get(key, 0) + 1
     missing = [
-        name
-        for name in space.presets
-        if name not in present and crashes.get(name, 0) < MAX_PRESET_FAILURES
+        (kind, name, design)
+        for kind, name, design in wanted
+        if (kind, name) not in present
+        and crashes.get((kind, name), 0) < MAX_PRESET_FAILURES
     ]
     enqueued = missing[: max(0, budget)]
-    for name in enqueued:
-        params = space.search.params_for(space.presets[name])
-        study.enqueue_trial(params, user_attrs={"preset": name})
-    return enqueued
+    for kind, name, design in enqueued:
+        params = space.search.params_for(design)
+        study.enqueue_trial(params, user_attrs={kind: name})
+    return [name if kind == "preset" else f"given {name}" for kind, name, _ in enqueued]
+
+
+def _warn_untrained_designs(study: optuna.Study, plan: StudyPlan) -> None:
+    """Warn about designs of ``--designs`` that the full study left out."""
+    given = {t.user_attrs.get("given") for t in study.get_trials(deepcopy=False)}
+    missing = [design for design in plan.designs if design not in given]
+    if missing:
+        logger.warning(
+            "%s is full at %d trials without %d given designs (%s); run again "
+            "with --trials %d to train them",
+            study.study_name,
+            plan.trials,
+            len(missing),
+            "; ".join(missing),
+            plan.trials + len(missing),
+        )
 
 
 def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -289,7 +311,6 @@ def run_study(
             marked failed as interrupted.
     """
     reporter = reporter or _SilentReporter()
-    space = plan.space
     study = open_study(plan, storage, data)
     finished = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
     reporter.study_started(plan, finished)
@@ -299,6 +320,7 @@ def run_study(
             study.study_name,
             finished,
         )
+        _warn_untrained_designs(study, plan)
         return study
 
     objective = make_objective(plan, data, device, reporter, artifacts)
@@ -315,17 +337,16 @@ def run_study(
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             trial = None
             if active < plan.trials:
-                enqueued = _enqueue_presets(
-                    study, space, plan.trials - active - waiting
-                )
+                enqueued = _enqueue_presets(study, plan, plan.trials - active - waiting)
                 if enqueued:
                     logger.info(
-                        "%s: enqueued presets %s", study.study_name, ", ".join(enqueued)
+                        "%s: enqueued %s", study.study_name, ", ".join(enqueued)
                     )
                 trial = study.ask()
         if trial is None:
             running = [t for t in trials if t.state == TrialState.RUNNING]
             if not running or not wait:
+                _warn_untrained_designs(study, plan)
                 return study
             if not waiting_logged:
                 logger.info(

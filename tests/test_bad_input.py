@@ -131,7 +131,8 @@ def test_run_rejects_device(tmp_path, capsys, device, message):
 
     if device == "mps" and torch.backends.mps.is_available():
         pytest.skip("this machine has an Apple GPU")
-    assert main(["run", str(_space(tmp_path)), "--device", device]) == 1
+    code = 1 if device == "mps" else 2  # unavailable, or not a device name
+    assert main(["run", str(_space(tmp_path)), "--device", device]) == code
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
@@ -187,6 +188,11 @@ def _edit_space(old: str, new: str):
         return []
 
     return edit
+
+
+def _write(path, content: bytes):
+    path.write_bytes(content)
+    return path
 
 
 def _no_folder(tmp_path, space):
@@ -249,6 +255,32 @@ BAD_INPUTS = {
         "created from a different space",
     ),
     "studies folder unwritable": (_unwritable_studies, 6, "cannot create storage"),
+    "given design malformed": (
+        lambda *_: ["--designs", "linear bn + id\n\nlinear bnn"],
+        3,
+        "unknown op 'bnn'",
+    ),
+    "given design outside the search": (
+        lambda *_: ["--designs", "linear bn relu + id"],
+        5,
+        "is not in this placement search",
+    ),
+    "given designs file missing": (
+        lambda tmp_path, _: ["--designs", str(tmp_path / "best.txt")],
+        2,
+        "does not exist",
+    ),
+    "given designs empty": (lambda *_: ["--designs", " "], 2, "--designs is empty"),
+    "given designs folder": (
+        lambda tmp_path, _: ["--designs", str(tmp_path)],
+        2,
+        "is a folder",
+    ),
+    "given designs not text": (
+        lambda tmp_path, _: ["--designs", str(_write(tmp_path / "b.txt", b"\xff\xfe"))],
+        2,
+        "is not UTF-8 text",
+    ),
 }
 
 
@@ -277,8 +309,11 @@ def test_bad_input_leaves_study_unchanged(tmp_path, capsys, case):
     assert storage.read_bytes() == before
 
 
-def test_storage_password_never_printed(tmp_path, capsys):
-    url = f"postgresql://user:hunter2@127.0.0.1:{_closed_port()}/studies"
+@pytest.mark.parametrize("port", ["closed", "notaport"])
+def test_storage_password_never_printed(tmp_path, capsys, port):
+    if port == "closed":
+        port = str(_closed_port())
+    url = f"postgresql://user:hunter2@127.0.0.1:{port}/studies"
     assert main(["run", str(_space(tmp_path)), "--storage", url]) == 6
     err = capsys.readouterr().err
     assert "user:***@127.0.0.1" in err

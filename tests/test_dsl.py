@@ -104,6 +104,17 @@ def _escape(fragment: str) -> str:
     return re.escape(fragment)
 
 
+@pytest.mark.parametrize("text", ["\x01\x02", "\x00", "2/3: \x01; |"])
+def test_control_characters_reported(text):
+    from blocksearch.dsl import check_text
+
+    errors = check_text(text)
+    assert errors
+    assert all(isinstance(error, DslError) for error in errors)
+    with pytest.raises(DslError):
+        parse_block(text)
+
+
 def test_error_caret_under_unknown_op():
     with pytest.raises(DslError) as info:
         parse_block("linear bn + tahn")

@@ -57,7 +57,7 @@ def test_params_for_rejects_foreign_design():
 
 
 def test_params_for_rejects_wrong_stage_count():
-    with pytest.raises(SpaceError, match="must have 2 stages"):
+    with pytest.raises(SpaceError, match="of 2 stages"):
         PlacementSearch().params_for("linear bn + tanh")
 
 
@@ -126,6 +126,28 @@ def test_region_search_presets_round_trip(preset):
     assert search.suggest(study.ask()) == PRESETS[preset]
 
 
-def test_region_search_rejects_region_preset():
-    with pytest.raises(SpaceError, match="has regions; presets of a region search"):
-        _region_search().params_for("1/2: exp1; control")
+def test_region_search_sampled_designs_round_trip():
+    search = _region_search()
+    sampling = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    replay = optuna.create_study()
+    regions = set()
+    for _ in range(200):
+        design = search.suggest(sampling.ask())
+        regions.add(design.count(";") + 1)
+        replay.enqueue_trial(search.params_for(design))
+        assert search.suggest(replay.ask()) == design
+    assert regions == {1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "design",
+    [
+        "1/5: exp1; control",  # no allowed boundary
+        "3: exp1; control",  # a block count, not a fraction
+        "1/4: exp1; 1/4: exp2; 1/4: exp1; control",  # four regions
+        "1/2: exp1; linear bn + relu | linear bn + relu",  # not a placement
+    ],
+)
+def test_region_search_rejects_foreign_design(design):
+    with pytest.raises(SpaceError, match="not in this"):
+        _region_search().params_for(design)

@@ -9,8 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from blocksearch.cli import main
+from blocksearch.dsl import canonical
 from blocksearch.presets import PRESETS
-from blocksearch.study import open_storage
+from blocksearch.study import open_storage, plan_space
 
 
 def _load(path, name="tiny-depth2"):
@@ -452,12 +453,12 @@ def test_failed_preset_enqueued_again(tiny_space, tmp_path):
 
     storage = tmp_path / "s.journal"
     study = optuna.create_study(study_name="x", storage=open_storage(storage))
-    space = load_space(tiny_space)
-    assert _enqueue_presets(study, space, 3) == ["control", "exp1", "exp2"]
+    (plan,) = plan_space(load_space(tiny_space), depths=[2], trials=3)
+    assert _enqueue_presets(study, plan, 3) == ["control", "exp1", "exp2"]
     trial = study.ask()  # takes the waiting control trial
     study.tell(trial, state=TrialState.FAIL)
-    assert _enqueue_presets(study, space, 3) == ["control"]
-    assert _enqueue_presets(study, space, 3) == []
+    assert _enqueue_presets(study, plan, 3) == ["control"]
+    assert _enqueue_presets(study, plan, 3) == []
 
 
 def test_artifacts_plots_and_weights(tiny_space, tmp_path):
@@ -729,3 +730,113 @@ def test_presets_never_pruned(tmp_path):
     assert len(sampled) == 2
     assert all(t.state == TrialState.PRUNED for t in sampled)
     assert all(t.user_attrs["pruned_at_epoch"] == 1 for t in sampled)
+
+
+def test_given_design_trained_once_never_pruned(tmp_path):
+    path = tmp_path / "pruneall.py"
+    path.write_text(PRUNE_ALL_SPACE)
+    storage = tmp_path / "s.journal"
+    design = "linear bn tanh + id | linear bn + id -> tanh"  # not a preset
+    args = ["run", str(path), "--storage", str(storage), "--trials", "4"]
+    assert main([*args, "--designs", design]) == 0
+    assert main([*args, "--trials", "5", "--designs", design]) == 0
+
+    trials = _load(storage, "pruneall-depth2").get_trials()
+    given = [t for t in trials if "given" in t.user_attrs]
+    assert len(given) == 1
+    (trial,) = given
+    assert trial.number == 3  # after the three presets
+    assert trial.user_attrs["given"] == trial.user_attrs["dsl"]
+    assert trial.user_attrs["dsl"] != PRESETS["control"]
+    assert trial.state == TrialState.COMPLETE
+    assert len(trial.user_attrs["train_loss"]) == 3
+    assert trials[4].state == TrialState.PRUNED  # the sampled one still is
+
+
+def test_given_designs_file_with_preset_and_full_study(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    designs = tmp_path / "designs.txt"
+    other = "linear bn tanh + id | linear bn + id -> tanh"
+    # a byte-order mark, a comment, a preset and a region design
+    designs.write_text(f"\ufeff# kept\n{PRESETS['exp2']}\n\n{other}\n")
+    args = ["run", str(tiny_space), "--depths", "2", "--storage", str(storage)]
+    assert main([*args, "--trials", "4", "--designs", str(designs)]) == 0
+    trials = _load(storage).get_trials()
+    assert [t.user_attrs.get("given") for t in trials] == [None, None, None, other]
+    assert "is preset exp2" in " ".join(capsys.readouterr().err.split())
+
+    late = canonical("linear bn + id -> tanh | linear bn tanh + id")
+    assert main([*args, "--trials", "4", "--designs", late]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"without 1 given designs ({late})" in err
+    assert "--trials 5" in err
+    assert len(_load(storage).get_trials()) == 4
+
+
+def test_export_then_retrain_best_with_seeds(tiny_space, tmp_path, capsys):
+    search = tmp_path / "search.journal"
+    common = ["--depths", "2", "--protocol", "paper"]
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                *common,
+                "--trials",
+                "5",
+                "--storage",
+                str(search),
+                "--repeat-duplicates",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "best"
+    assert (
+        main(
+            [
+                "export",
+                str(tiny_space),
+                "--storage",
+                str(search),
+                "--depths",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    best = _load(search).best_trial.user_attrs["dsl"]
+
+    retrain = tmp_path / "retrain.journal"
+    design_file = out / "tiny-depth2" / "design.txt"
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_space),
+                *common,
+                "--trials",
+                "4",
+                "--repeats",
+                "2",
+                "--designs",
+                str(design_file),
+                "--storage",
+                str(retrain),
+            ]
+        )
+        == 0
+    )
+    trials = _load(retrain).get_trials()
+    assert [t.user_attrs.get("preset") for t in trials[:3]] == [
+        "control",
+        "exp1",
+        "exp2",
+    ]
+    assert trials[3].user_attrs["given"] == best
+    assert [run["seed"] for run in trials[3].user_attrs["runs"]] == [42, 43]
+    capsys.readouterr()
+    assert main(["show", str(tiny_space), "--storage", str(retrain)]) == 0
+    assert "given #3" in capsys.readouterr().out

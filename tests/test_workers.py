@@ -93,6 +93,18 @@ def test_workers_share_the_trial_budget(tiny_space, tmp_path):
         _check_shared_study(_trials(storage, f"tiny-depth{depth}"), 7)
 
 
+def test_workers_capped_at_trials_left(tiny_space, tmp_path, capsys):
+    storage = tmp_path / "s.journal"
+    args = ["run", str(tiny_space), "--storage", str(storage), "--depths", "2"]
+    assert main([*args, "--trials", "3", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--trials", "5", "--workers", "8", "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 trials left to start; starting 2 workers, not 8" in err
+    assert "worker 3" not in err
+    _check_shared_study(_trials(storage, "tiny-depth2"), 5)
+
+
 def test_processes_started_together_enqueue_presets_once(tiny_space, tmp_path):
     storage = tmp_path / "s.journal"
     command = _command(

@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--device",
         default="auto",
-        help="device to train on: auto (CUDA when available), cpu, cuda or "
-        "cuda:N (default: auto)",
+        help="device to train on: auto (CUDA when available), cpu, cuda, "
+        "cuda:N or mps (Apple GPUs) (default: auto)",
     )
     run.add_argument(
         "--threads",
@@ -249,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="seeds per design; the objective is their mean and every seed's "
         "curves are kept (default: 1)",
+    )
+    run.add_argument(
+        "--designs",
+        metavar="FILE_OR_DSL",
+        help="designs to train after the presets, each once per study and "
+        "never pruned: a design, or a file of designs separated by blank lines "
+        "such as the design.txt that 'blocksearch export' writes. Each must be "
+        "a design of the space's search; use it to retrain a search's best "
+        "design with other seeds (--repeats) beside the presets "
+        "(default: none)",
     )
     run.add_argument(
         "--repeat-duplicates",

@@ -7,7 +7,9 @@ import argparse
 import json
 import logging
 import shutil
+import threading
 from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 from rich.console import Console
@@ -268,6 +270,13 @@ def command_plot(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+class _Requests(WSGIRequestHandler):
+    """Request handler that logs each request at debug level only."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        logger.debug("dashboard: " + format, *args)
+
+
 def command_dashboard(args: argparse.Namespace, console: Console) -> int:
     import ipaddress
     import socket
@@ -291,16 +300,21 @@ def command_dashboard(args: argparse.Namespace, console: Console) -> int:
             args.host,
             args.port,
         )
-    # Fail before the server starts when the port is taken.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as error:
-            raise StudyError(
-                f"cannot listen on {args.host}:{args.port}: {error.strerror}; "
-                "choose another --port"
-            ) from None
+
+    class Server(WSGIServer):
+        address_family = family
+
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    try:
+        server = make_server(
+            args.host, args.port, app, server_class=Server, handler_class=_Requests
+        )
+    except OSError as error:
+        raise StudyError(
+            f"cannot listen on {args.host}:{args.port}: {error.strerror}; "
+            "choose another --port"
+        ) from None
     logger.info(
         "serving %s%s at http://%s:%d (Ctrl-C stops it)",
         shown_location(location),
@@ -308,7 +322,16 @@ def command_dashboard(args: argparse.Namespace, console: Console) -> int:
         f"[{args.host}]" if family == socket.AF_INET6 else args.host,
         args.port,
     )
-    optuna_dashboard.run_server(
-        storage, host=args.host, port=args.port, artifact_store=store
-    )
+    # The server runs in a thread of its own: wsgiref turns an exception
+    # raised inside a request into an error page, so Ctrl-C or SIGTERM that
+    # arrived mid-request would otherwise leave the server running.
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        logger.info("dashboard stopped")
+    finally:
+        server.server_close()
     return 0

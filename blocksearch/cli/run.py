@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from blocksearch.errors import BlocksearchError
+from blocksearch.errors import BlocksearchError, SpaceError, UsageError
 from blocksearch.space import Space
 from blocksearch.study import default_storage_path, study_name
 
@@ -155,7 +155,7 @@ def check_device(name: str) -> None:
     import torch
 
     if not _DEVICE_PATTERN.fullmatch(name):
-        raise BlocksearchError(
+        raise UsageError(
             f"invalid device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
         )
     if name == "mps" and not torch.backends.mps.is_available():
@@ -222,6 +222,7 @@ def run_options(args: argparse.Namespace) -> dict[str, object]:
         "epochs": args.epochs,
         "seed": args.seed,
         "repeat_duplicates": args.repeat_duplicates or None,
+        "designs": args.designs,
         "sampler": args.sampler,
         "pruner": args.pruner,
         "warmup_epochs": args.warmup_epochs,
@@ -257,12 +258,12 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     check_device(args.device)
     device = resolve_device(args.device)
     if args.data is not None and not args.data.strip():
-        raise BlocksearchError(
+        raise UsageError(
             "--data is empty; give a dataset folder, 'cifar10' or 'synthetic', "
             "or leave the option out"
         )
     if args.compile and (args.grad_norm_every or 1) == 1:
-        raise BlocksearchError(
+        raise UsageError(
             "--compile needs --grad-norm-every above 1: steps that gather block "
             "gradient norms run eagerly, so with every step measured the "
             "compiled network would never run. Add e.g. --grad-norm-every 10"
@@ -273,6 +274,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     depths = args.depths or list(space.depths)
     check_model_size(space, depths)
     options = run_options(args)
+    options["designs"] = given_designs(args.designs, space)
     stale_after = options.pop("stale_after")
     plans = plan_space(
         space,
@@ -302,8 +304,27 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         split = prepare_data(
             space, dataset, protocol=args.protocol, validation_size=args.validation_size
         )
+        left = 0
         for plan in plans:
-            open_study(plan, storage, split)
+            study = open_study(plan, storage, split)
+            left += max(0, plan.trials - len(study.get_trials(deepcopy=False)))
+        if 1 <= left < args.workers:
+            logger.info(
+                "%d trials left to start; starting %d workers, not %d",
+                left,
+                left,
+                args.workers,
+            )
+            args.workers = left
+        cores = available_cores()
+        if args.workers > cores and str(device) == "cpu":
+            logger.warning(
+                "%d workers share %d CPU cores: trials will not finish sooner "
+                "than with --workers %d",
+                args.workers,
+                cores,
+                cores,
+            )
         from blocksearch.cli.workers import run_workers
 
         code = run_workers(args, plans, storage, threads, console)
@@ -335,6 +356,73 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         where,
     )
     return 0
+
+
+def given_designs(target: str | None, space: Space) -> tuple[str, ...] | None:
+    """Return the canonical designs of ``--designs``: a file, else one design.
+
+    Designs equal to a preset are left out, with a warning: the preset trains
+    anyway.
+
+    Raises:
+        UsageError: If the option is empty, or names a folder, a missing
+            ``.txt`` or ``.dsl`` file or a file that is not text.
+        DslError: If the text does not parse.
+        SpaceError: If a design is not one the space's search can produce.
+    """
+    from blocksearch.dsl import canonical, split_designs
+
+    if target is None:
+        return None
+    path = Path(target)
+    if not target.strip():
+        raise UsageError(
+            "--designs is empty; give a design in quotes or a file of designs"
+        )
+    if path.is_dir():
+        raise UsageError(
+            f"--designs {target!r} is a folder; give a file of designs, such as "
+            "the design.txt that 'blocksearch export' writes"
+        )
+    if path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"--designs file {target!r} is not UTF-8 text; give a text file "
+                "of designs separated by blank lines"
+            ) from None
+        except OSError as error:
+            raise UsageError(
+                f"cannot read --designs file {target!r}: {error.strerror}"
+            ) from None
+    elif path.suffix in (".txt", ".dsl"):
+        raise UsageError(
+            f"--designs file {target!r} does not exist; check the path, or give "
+            "one design in quotes"
+        )
+    else:
+        text = target
+    presets = {canonical(design): name for name, design in space.presets.items()}
+    designs = []
+    for design in dict.fromkeys(canonical(d) for d in split_designs(text)):
+        try:
+            space.search.params_for(design)
+        except SpaceError as error:
+            raise SpaceError(
+                f"--designs: {error}. Space {space.name!r} can train only "
+                "designs its search produces"
+            ) from None
+        if design in presets:
+            logger.warning(
+                "--designs: %r is preset %s, which every study trains anyway; "
+                "not adding it again",
+                design,
+                presets[design],
+            )
+            continue
+        designs.append(design)
+    return tuple(designs)
 
 
 def check_shared_storage(location: str, workers: int) -> None:

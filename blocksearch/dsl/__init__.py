@@ -34,7 +34,12 @@ Grammar::
 
 from __future__ import annotations
 
-from blocksearch.dsl.parser import check_text, parse_block, parse_design
+from blocksearch.dsl.parser import (
+    check_text,
+    parse_block,
+    parse_design,
+    split_designs,
+)
 from blocksearch.dsl.printer import (
     design_hash,
     format_block,
@@ -60,6 +65,7 @@ __all__ = [
     "normalize",
     "parse_block",
     "parse_design",
+    "split_designs",
 ]
 
 

@@ -17,7 +17,7 @@ from blocksearch import ops
 from blocksearch.dsl.records import Block, Design, Op, Region, Share, Stage
 from blocksearch.errors import DslError
 
-__all__ = ["check_text", "parse_block", "parse_design"]
+__all__ = ["check_text", "parse_block", "parse_design", "split_designs"]
 
 
 class _Token(NamedTuple):
@@ -156,13 +156,14 @@ class _Parser:
 
     @property
     def token(self) -> _Token:
-        return self.tokens[self.index]
+        # Error recovery may step past the end token; it stays the current one.
+        return self.tokens[min(self.index, len(self.tokens) - 1)]
 
     def peek(self, distance: int = 1) -> _Token:
         return self.tokens[min(self.index + distance, len(self.tokens) - 1)]
 
     def advance(self) -> _Token:
-        token = self.tokens[self.index]
+        token = self.token
         self.index += 1
         return token
 
@@ -533,6 +534,23 @@ def check_text(text: str) -> list[DslError]:
         parser.parse_design()
         errors.extend(parser.errors)
     return errors
+
+
+def split_designs(text: str) -> list[str]:
+    """Return the designs of ``text``, a file of designs separated by blank
+    lines, as the texts of their paragraphs.
+
+    Raises:
+        DslError: The first error in ``text``, or an error when it holds no
+            design at all.
+    """
+    errors = check_text(text)
+    if errors:
+        raise errors[0]
+    designs = [chunk for chunk, _ in _paragraphs(text)]
+    if not designs:
+        raise DslError("the text holds no design, only blank lines or comments")
+    return designs
 
 
 def _paragraphs(text: str) -> list[tuple[str, int]]:

@@ -4,9 +4,12 @@
 # Usage: BLOCKSEARCH_DATA=PATH docs/results/reproduce.sh [STEP...]
 #   PATH is the CIFAR-10 folder (train/ and test/ class folders, or
 #   torchvision's cifar-10-batches-py). STEP is any of paper20 relu seeds
-#   paper-other search export; with none, all run in that order. export
-#   writes the JSON files of docs/results/ from the studies, and
+#   paper-other search retrain export; with none, all run in that order.
+#   export writes the JSON files of docs/results/ from the studies, and
 #   docs/results/compare.py turns those into the tables of the page.
+#   RUN_OPTIONS, if set, is added to every blocksearch run; for example
+#   RUN_OPTIONS='--threads 1' lets two copies of this script, given
+#   different steps, share two cores.
 #
 # Each step is an ordinary `blocksearch run`, so stopping the script and
 # starting it again resumes every study where it stopped. Studies land in
@@ -20,7 +23,9 @@ step() {
     local name=$1
     shift
     echo "$(date -u +%FT%TZ) start $name: blocksearch run $*"
-    blocksearch run "$@" --artifact-dir "studies/repro-$name-artifacts"
+    # shellcheck disable=SC2086  # RUN_OPTIONS is a list of words
+    blocksearch run "$@" --artifact-dir "studies/repro-$name-artifacts" \
+        ${RUN_OPTIONS:-}
     echo "$(date -u +%FT%TZ) end $name"
 }
 
@@ -45,6 +50,14 @@ search() {  # a real search: validation protocol, pruning, 30 trials
         --storage studies/repro-search.journal
 }
 
+retrain() {  # the search's best design beside the seeded presets, on test
+    blocksearch export spaces/tanh_placements.py --depths 20 \
+        --storage studies/repro-search.journal --out studies/repro-search-best
+    step seeds spaces/tanh_placements.py --protocol paper --depths 20 \
+        --trials 4 --epochs 20 --repeats 3 --storage studies/repro-seeds.journal \
+        --designs studies/repro-search-best/tanh_placements-depth20/design.txt
+}
+
 export() {  # one JSON export per storage, from blocksearch show
     local name space
     for name in paper relu seeds search; do
@@ -60,7 +73,7 @@ export() {  # one JSON export per storage, from blocksearch show
 
 steps=("$@")
 if [ ${#steps[@]} -eq 0 ]; then
-    steps=(paper20 relu seeds paper-other search export)
+    steps=(paper20 relu seeds paper-other search retrain export)
 fi
 for name in "${steps[@]}"; do
     "$name"

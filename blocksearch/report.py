@@ -87,6 +87,7 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
     ``loss@E`` and ``accuracy@E``, then ``max_accuracy``, ``dead_neuron_rate``,
     ``description``, the ``epochs`` trained and the trial's wall time in
     ``seconds``. Accuracies and rates are fractions, and a missing value is
+    None. ``comparison`` is the sentence of :func:`compare_to_control`, or
     None.
     """
     trials = select_rows(study, top)
@@ -128,6 +129,7 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
         "finished_trials": len(finished),
         "checkpoints": checkpoints,
         "rows": rows,
+        "comparison": compare_to_control(study, top),
     }
 
 
@@ -166,7 +168,7 @@ def _objective_cell(row: dict) -> str:
     if row["objective"] is None:
         return "-"
     text = _percent_cell(row["objective"])
-    if row["seeds"] > 1:
+    if row["seeds"] > 1 and row["objective_std"] is not None:
         text += f" ± {100 * row['objective_std']:.2f} ({row['seeds']} seeds)"
     return text
 
@@ -196,7 +198,7 @@ def compare_to_control(study: optuna.Study, top: int = 5) -> str | None:
         else "does not beat control beyond the seed-to-seed spread"
     )
     return (
-        f"best design #{best.number} vs control: {difference:+.2f} points; "
+        f"best design {trial_label(best)} vs control: {difference:+.2f} points; "
         f"one-sided Welch's t-test p = {result.pvalue:.3f} "
         f"({len(a)} and {len(b)} seeds): {verdict} at the 5% level"
     )
@@ -230,6 +232,8 @@ def records_markdown(records: Sequence[dict]) -> str:
         for cells in rows:
             escaped = [c.replace("|", "\\|") for c in cells]
             lines.append("| " + " | ".join(escaped) + " |")
+        if record.get("comparison"):
+            lines += ["", record["comparison"]]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

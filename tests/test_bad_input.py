@@ -139,7 +139,7 @@ def test_run_rejects_device(tmp_path, capsys, device, message):
 
 
 def test_run_rejects_empty_data(tmp_path, capsys):
-    assert main(["run", str(_space(tmp_path)), "--data", ""]) == 1
+    assert main(["run", str(_space(tmp_path)), "--data", ""]) == 2
     assert "--data is empty" in capsys.readouterr().err
 
 

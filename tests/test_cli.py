@@ -120,7 +120,7 @@ def test_run_rejects_unavailable_cuda(tiny_space, tmp_path, capsys):
 
 
 def test_run_rejects_invalid_device(tiny_space, capsys):
-    assert main(["run", str(tiny_space), "--device", "tpu9"]) == 1
+    assert main(["run", str(tiny_space), "--device", "tpu9"]) == 2
     assert "invalid device 'tpu9'" in capsys.readouterr().err
 
 
@@ -251,6 +251,6 @@ def test_run_exact_study_records_no_inexact_option(tiny_space, tmp_path):
 
 def test_run_refuses_compile_without_sparse_norms(tiny_space, tmp_path, capsys):
     storage = tmp_path / "s.journal"
-    assert main(["run", str(tiny_space), "--storage", str(storage), "--compile"]) == 1
+    assert main(["run", str(tiny_space), "--storage", str(storage), "--compile"]) == 2
     assert "--compile needs --grad-norm-every above 1" in capsys.readouterr().err
     assert not storage.exists()

@@ -198,3 +198,14 @@ def test_compare_to_control_needs_two_seeds():
     from blocksearch.report import compare_to_control
 
     assert compare_to_control(_study_with_seeds([0.6], [0.5])) is None
+
+
+def test_records_carry_the_comparison():
+    from blocksearch.report import records_markdown, study_records
+
+    study = _study_with_seeds([0.60, 0.61, 0.62], [0.50, 0.51, 0.52])
+    record = study_records(study)
+    assert record["comparison"].startswith("best design #1 vs control")
+    assert record["comparison"] in records_markdown([record])
+    single = study_records(_study_with_seeds([0.6], [0.5]))
+    assert single["comparison"] is None

@@ -92,6 +92,16 @@ def table_depth20(paper: dict) -> list[str]:
     return lines
 
 
+def partial_cell(row: dict, checkpoints: list[int]) -> str:
+    """Return the last checkpoint of a trial that has not run 50 epochs yet."""
+    reached = [e for e in checkpoints if e <= row.get("epochs", 0)]
+    if not reached:
+        return "-"
+    epoch = reached[-1]
+    ours = cell(row.get(f"loss@{epoch}"), row.get("max_accuracy"))
+    return f"{ours} at epoch {epoch} of 50"
+
+
 def table_depths(paper: dict) -> list[str]:
     head = "| blocks | " + " | ".join(f"{p} published | {p} here" for p in PRESETS)
     lines = [head + " | wall time here |", "|---" * 8 + "|"]
@@ -102,8 +112,10 @@ def table_depths(paper: dict) -> list[str]:
         for preset in PRESETS:
             loss, accuracy = published[preset]
             row = rows.get(preset, {})
-            done = row.get("epochs") == 50
-            ours = cell(row.get("loss@50"), row.get("max_accuracy")) if done else "-"
+            if row.get("epochs") == 50:
+                ours = cell(row.get("loss@50"), row.get("max_accuracy"))
+            else:
+                ours = partial_cell(row, record["checkpoints"]) if row else "-"
             cells += [f"{loss:.4f} / {accuracy:.2f}%", ours]
         time = wall_time(record) if record else "-"
         lines.append(f"| {depth} | " + " | ".join(cells) + f" | {time} |")
@@ -115,16 +127,20 @@ def table_seeds(seeds: dict) -> list[str]:
     if record is None:
         return ["(the seed study has not run yet)"]
     lines = [
-        "| preset | seeds | epoch-20 loss, mean | epoch-20 test accuracy, mean ± std |",
-        "|---|---|---|---|",
+        "| design | seeds | epoch-20 loss, mean | epoch-20 test accuracy, "
+        "mean ± std | description |",
+        "|---|---|---|---|---|",
     ]
-    for preset, row in rows_by_design(record).items():
+    for label, row in rows_by_design(record).items():
         if row["objective"] is None:
             continue
         lines.append(
-            f"| {preset} | {row['seeds']} | {row['loss@20']:.4f} | "
-            f"{100 * row['objective']:.2f}% ± {100 * (row['objective_std'] or 0):.2f} |"
+            f"| {label} | {row['seeds']} | {row['loss@20']:.4f} | "
+            f"{100 * row['objective']:.2f}% ± {100 * (row['objective_std'] or 0):.2f}"
+            f" | `{row['description']}` |"
         )
+    if record.get("comparison"):
+        lines.append(f"\n{record['comparison']}.")
     lines.append(f"\nWall time: {wall_time(record)}.")
     return lines
 

@@ -25,8 +25,10 @@ __all__ = ["plot_comparison", "plot_gradient_profile", "plot_learning_curves"]
 
 
 def _label(trial: AnyTrial) -> str:
-    preset = trial.user_attrs.get("preset")
-    return str(preset) if preset else f"#{trial.number}"
+    # imported here: the objective imports this module through the artifacts
+    from blocksearch.objective import trial_label
+
+    return trial_label(trial)
 
 
 def plot_learning_curves(trial: AnyTrial, path: Path) -> Path:

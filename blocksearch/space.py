@@ -277,7 +277,8 @@ def load_space(path: str | Path) -> Space:
         spaces = sorted(Path("spaces").glob("*.py")) if Path("spaces").is_dir() else []
         if spaces:
             hint = f"; space files here: {', '.join(str(p) for p in spaces)}"
-        raise SpaceError(f"space file {str(path)!r} not found{hint}")
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise SpaceError(f"space file {str(path)!r} {what}{hint}")
 
     module_name = f"blocksearch_space_{abs(hash(path.resolve()))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -293,6 +294,11 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(
             f"space file {str(path)!r} has a syntax error at line {error.lineno}: "
             f"{error.msg}"
+        ) from None
+    except SystemExit as error:
+        raise SpaceError(
+            f"space file {str(path)!r} called sys.exit({error.code!r}) while "
+            "loading; a space file must only define SPACE"
         ) from None
     except Exception as error:  # the file is user code; report, do not crash
         frames = traceback.extract_tb(error.__traceback__)

@@ -159,7 +159,8 @@ def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         outcome = f"repeats trial {attrs['duplicate_of']}: objective {value}"
     elif accuracies:
         outcome = (
-            f"after {len(accuracies)} epochs: objective {value}, "
+            f"after {len(accuracies)} epoch{'' if len(accuracies) == 1 else 's'}: "
+            f"objective {value}, "
             f"test accuracy {accuracies[-1]:.2%}, loss {losses[-1]:.4f}"
         )
     else:

@@ -231,6 +231,16 @@ BAD_INPUTS = {
         5,
         "missing 1 required positional argument: 'search'",
     ),
+    "space exits": (
+        _edit_space("SPACE = Space(", "import sys\nsys.exit(0)\nSPACE = Space("),
+        5,
+        "called sys.exit(0) while loading",
+    ),
+    "depth list with a gap": (
+        lambda *_: ["--depths", "2,,3"],
+        2,
+        "depth '' in '2,,3' is not a positive integer",
+    ),
     "depth not positive": (
         lambda *_: ["--depths", "0"],
         2,
@@ -318,3 +328,8 @@ def test_storage_password_never_printed(tmp_path, capsys, port):
     err = capsys.readouterr().err
     assert "user:***@127.0.0.1" in err
     assert "hunter2" not in err
+
+
+def test_space_folder_named_as_such(tmp_path, capsys):
+    assert main(["run", str(tmp_path)]) == 5
+    assert "is a folder, not a file" in capsys.readouterr().err

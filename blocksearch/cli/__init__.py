@@ -75,8 +75,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def _depth_list(text: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
         raise argparse.ArgumentTypeError(
             f"{text!r} names no depth; give positive integers separated by "
             "commas, e.g. 15,20"

@@ -277,8 +277,8 @@ def load_space(path: str | Path) -> Space:
         spaces = sorted(Path("spaces").glob("*.py")) if Path("spaces").is_dir() else []
         if spaces:
             hint = f"; space files here: {', '.join(str(p) for p in spaces)}"
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise SpaceError(f"space file {str(path)!r} {what}{hint}")
+        problem = "is a folder, not a file" if path.is_dir() else "not found"
+        raise SpaceError(f"space file {str(path)!r} {problem}{hint}")
 
     module_name = f"blocksearch_space_{abs(hash(path.resolve()))}"
     spec = importlib.util.spec_from_file_location(module_name, path)

@@ -92,11 +92,15 @@ class PlacementSearch:
         self.choices = tuple(choices)
 
     def __repr__(self) -> str:
-        main = " ".join(format_op(op) for op in self.main)
         return (
             f"PlacementSearch(activation={self.activation!r}, stages={self.stages}, "
-            f"main={main!r}, choices={self.choices!r})"
+            f"main={self.main_text!r}, choices={self.choices!r})"
         )
+
+    @property
+    def main_text(self) -> str:
+        """Text of the main path before any activation, e.g. ``linear bn``."""
+        return " ".join(format_op(op) for op in self.main)
 
     def size(self) -> int:
         """Return the number of distinct designs: choices to the power of stages."""
@@ -294,16 +298,23 @@ class RegionSearch:
                 if end not in allowed:
                     break
                 params[f"boundary{i}"] = allowed[end]
-            block_params = self.placements.params_for(format_block(region.block))
-            for name, value in block_params.items():
+            try:
+                block = self.placements.params_for(format_block(region.block))
+            except SpaceError:
+                break
+            for name, value in block.items():
                 params[f"region{i}_{name}"] = value
         else:
             if len(regions) <= self.max_regions:
                 return params
+        placements = self.placements
         raise SpaceError(
             f"design {design!r} is not in this region search: it may have at "
             f"most {self.max_regions} regions, each but the last a fraction of "
-            f"the depth, ending at one of {', '.join(self.boundaries)}"
+            f"the depth ending at one of {', '.join(self.boundaries)}, and each "
+            f"region's block must have {placements.stages} stages of main path "
+            f"{placements.main_text!r} with {placements.activation!r} placed at "
+            f"one of {', '.join(placements.choices)}"
         )
 
 

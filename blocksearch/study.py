@@ -140,7 +140,7 @@ def _warn_untrained_designs(study: optuna.Study, plan: StudyPlan) -> None:
     missing = [design for design in plan.designs if design not in given]
     if missing:
         logger.warning(
-            "%s is full at %d trials without %d given designs (%s); run again "
+            "%s is full at %d trials without %d given design(s) (%s); run again "
             "with --trials %d to train them",
             study.study_name,
             plan.trials,

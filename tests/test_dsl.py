@@ -111,6 +111,8 @@ def test_control_characters_reported(text):
     errors = check_text(text)
     assert errors
     assert all(isinstance(error, DslError) for error in errors)
+    echoed = str(errors[0]).splitlines()[1]  # the source line under the message
+    assert echoed.isprintable()
     with pytest.raises(DslError):
         parse_block(text)
 

@@ -768,7 +768,7 @@ def test_given_designs_file_with_preset_and_full_study(tiny_space, tmp_path, cap
     late = canonical("linear bn + id -> tanh | linear bn tanh + id")
     assert main([*args, "--trials", "4", "--designs", late]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert f"without 1 given designs ({late})" in err
+    assert f"without 1 given design(s) ({late})" in err
     assert "--trials 5" in err
     assert len(_load(storage).get_trials()) == 4
 

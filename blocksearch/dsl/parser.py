@@ -84,7 +84,11 @@ class _Source:
         line_end = text.find("\n", start)
         if line_end == -1:
             line_end = len(text)
-        source_line = text[line_start:line_end]
+        # Control characters would act on the terminal, so each shows as one
+        # replacement character, which keeps the caret under its column.
+        source_line = "".join(
+            c if c.isprintable() else "\ufffd" for c in text[line_start:line_end]
+        )
         line = text.count("\n", 0, start) + self.first_line
         column = start - line_start + 1
         width = max(1, min(end, line_end) - start)

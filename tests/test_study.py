@@ -275,6 +275,18 @@ def test_show_prints_presets_and_best(tiny_space, tmp_path, capsys):
     assert "epoch 2" in out
 
 
+def test_show_piped_keeps_rows_whole(tiny_space, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    storage = tmp_path / "s.journal"
+    args = ["--depths", "2", "--storage", str(storage)]
+    assert main(["run", str(tiny_space), "--trials", "1", *args]) == 0
+    capsys.readouterr()
+    assert main(["show", str(tiny_space), *args[2:]]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "control" in line]
+    assert len(rows) == 1
+    assert PRESETS["control"] in rows[0]
+
+
 def test_run_stores_path_stats_and_hash(tiny_space, tmp_path):
     storage = tmp_path / "s.journal"
     assert (

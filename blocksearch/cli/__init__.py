@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -471,6 +472,10 @@ def _configure_logging(console: Console, debug: bool) -> None:
     logger.propagate = False
 
 
+#: Width of standard output when it is not a terminal, in characters.
+PIPED_WIDTH = 1000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     from blocksearch.errors import BlocksearchError
@@ -478,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        # Piped into a file or another program: a table keeps one line per
+        # row instead of wrapping at rich's default of 80 columns.
+        out = Console(width=PIPED_WIDTH)
     _configure_logging(console, args.debug)
     module_name, function_name = COMMANDS[args.command]
     # Optuna marks a trial failed when its objective raises KeyboardInterrupt,

@@ -207,7 +207,8 @@ def fail_stale_trials(study: optuna.Study, stale_after: float) -> list[FrozenTri
 def retry_once(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Enqueue ``trial``'s parameters again unless it was itself a retry.
 
-    The new trial keeps the preset name, if any, and records ``retry_of``.
+    The new trial keeps the preset name or given design, if any, and records
+    ``retry_of``.
 
     Returns:
         Whether a retry was enqueued.
@@ -221,8 +222,9 @@ def retry_once(study: optuna.Study, trial: FrozenTrial) -> bool:
         )
         return False
     attrs: dict[str, object] = {"retry_of": trial.number}
-    if trial.user_attrs.get("preset"):
-        attrs["preset"] = trial.user_attrs["preset"]
+    for kind in ("preset", "given"):
+        if trial.user_attrs.get(kind):
+            attrs[kind] = trial.user_attrs[kind]
     study.enqueue_trial(trial.params, user_attrs=attrs)
     logger.info(
         "%s: trial %d's design enqueued again, once", study.study_name, trial.number

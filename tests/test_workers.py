@@ -235,6 +235,16 @@ def test_retry_happens_once(tmp_path):
     assert study.get_trials(states=(TrialState.WAITING,)) == []
 
 
+@pytest.mark.parametrize(("kind", "value"), [("preset", "exp1"), ("given", "d")])
+def test_retry_keeps_preset_or_given_design(tmp_path, kind, value):
+    study = optuna.create_study(storage=open_storage(tmp_path / "s.journal"))
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    trial = study.ask(space)
+    trial.set_user_attr(kind, value)
+    assert retry_once(study, study.tell(trial, state=TrialState.FAIL))
+    assert study.ask(space).user_attrs[kind] == value
+
+
 # ---------------------------------------------------------------------------
 # Trials that fail
 

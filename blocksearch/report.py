@@ -83,7 +83,8 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
     The record holds the study name, the number of finished trials, the
     checkpoint epochs and one row per preset and top sampled design. Each row
     holds its ``design`` label, ``trial`` number, ``state``, ``objective``,
-    the number of ``seeds`` and their ``objective_std``, per checkpoint epoch
+    the number of ``seeds``, their ``objective_std`` and, with several seeds,
+    the ``objective_per_seed`` in seed order (else None), per checkpoint epoch
     ``loss@E`` and ``accuracy@E``, then ``max_accuracy``, ``dead_neuron_rate``,
     ``description``, the ``epochs`` trained and the trial's wall time in
     ``seconds``. Accuracies and rates are fractions, and a missing value is
@@ -111,6 +112,7 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
             "objective": trial.value,
             "seeds": len(per_seed) or (1 if trial.value is not None else 0),
             "objective_std": trial.user_attrs.get("objective_std"),
+            "objective_per_seed": per_seed if len(per_seed) > 1 else None,
         }
         for epoch in checkpoints:
             row[f"loss@{epoch}"] = _or_none(_at(losses, epoch))
@@ -242,7 +244,8 @@ def records_csv(records: Sequence[dict]) -> str:
     """Format study records as CSV, one line per row, with a ``study`` column.
 
     Columns are the union of every study's keys, because studies may have run
-    different numbers of epochs; a missing value is an empty field.
+    different numbers of epochs; a missing value is an empty field, and a list
+    of values is one field with the values separated by ``;``.
     """
     columns = ["study"]
     for record in records:
@@ -253,7 +256,11 @@ def records_csv(records: Sequence[dict]) -> str:
     writer.writeheader()
     for record in records:
         for row in record["rows"]:
-            writer.writerow({"study": record["study"], **row})
+            fields = {
+                key: ";".join(map(str, value)) if isinstance(value, list) else value
+                for key, value in row.items()
+            }
+            writer.writerow({"study": record["study"], **fields})
     return buffer.getvalue()
 
 

@@ -98,12 +98,12 @@ def test_report_csv_expected():
 
     text = records_csv([study_records(_small_study())])
     assert text.splitlines() == [
-        "study,design,trial,state,objective,seeds,objective_std,loss@2,accuracy@2,"
-        "max_accuracy,dead_neuron_rate,description,epochs,seconds",
-        "small-depth2,control,0,complete,0.5,1,,1.5,0.5,0.5,0.125,"
+        "study,design,trial,state,objective,seeds,objective_std,objective_per_seed,"
+        "loss@2,accuracy@2,max_accuracy,dead_neuron_rate,description,epochs,seconds",
+        "small-depth2,control,0,complete,0.5,1,,,1.5,0.5,0.5,0.125,"
         "linear + id -> tanh,2,0.0",
-        "small-depth2,exp1,1,complete,0.55,1,,1.2,0.55,0.55,0.125,linear + tanh,2,0.0",
-        "small-depth2,#2,2,complete,0.6,1,,1.1,0.6,0.6,0.125,linear + tanh,2,0.0",
+        "small-depth2,exp1,1,complete,0.55,1,,,1.2,0.55,0.55,0.125,linear + tanh,2,0.0",
+        "small-depth2,#2,2,complete,0.6,1,,,1.1,0.6,0.6,0.125,linear + tanh,2,0.0",
     ]
 
 
@@ -124,6 +124,7 @@ def test_report_json_expected():
         "objective": 0.6,
         "seeds": 1,
         "objective_std": None,
+        "objective_per_seed": None,
         "loss@2": 1.1,
         "accuracy@2": 0.6,
         "max_accuracy": 0.6,
@@ -201,11 +202,13 @@ def test_compare_to_control_needs_two_seeds():
 
 
 def test_records_carry_the_comparison():
-    from blocksearch.report import records_markdown, study_records
+    from blocksearch.report import records_csv, records_markdown, study_records
 
     study = _study_with_seeds([0.60, 0.61, 0.62], [0.50, 0.51, 0.52])
     record = study_records(study)
     assert record["comparison"].startswith("best design #1 vs control")
+    assert record["rows"][0]["objective_per_seed"] == [0.50, 0.51, 0.52]
+    assert ",0.5;0.51;0.52," in records_csv([record])
     assert record["comparison"] in records_markdown([record])
     single = study_records(_study_with_seeds([0.6], [0.5]))
     assert single["comparison"] is None

@@ -13,8 +13,11 @@ Usage::
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
+
+import scipy.stats
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("control", "exp1", "exp2")
@@ -56,6 +59,11 @@ def cell(loss: float | None, accuracy: float | None) -> str:
     if loss is None or accuracy is None:
         return "-"
     return f"{loss:.4f} / {100 * accuracy:.2f}%"
+
+
+def inline_code(text: str | None) -> str:
+    """Return ``text`` as inline code for a table cell, its pipes escaped."""
+    return "`" + (text or "?").replace("|", "\\|") + "`"
 
 
 def wall_time(record: dict) -> str:
@@ -137,10 +145,21 @@ def table_seeds(seeds: dict) -> list[str]:
         lines.append(
             f"| {label} | {row['seeds']} | {row['loss@20']:.4f} | "
             f"{100 * row['objective']:.2f}% ± {100 * (row['objective_std'] or 0):.2f}"
-            f" | `{row['description']}` |"
+            f" | {inline_code(row['description'])} |"
         )
-    if record.get("comparison"):
-        lines.append(f"\n{record['comparison']}.")
+    control = rows_by_design(record).get("control", {}).get("objective_per_seed")
+    for label, row in rows_by_design(record).items():
+        seeds = row.get("objective_per_seed")
+        if label == "control" or not control or not seeds:
+            continue
+        difference = 100 * (statistics.mean(seeds) - statistics.mean(control))
+        welch = scipy.stats.ttest_ind(
+            seeds, control, equal_var=False, alternative="greater"
+        )
+        lines.append(
+            f"\n{label} vs control: {difference:+.2f} points, one-sided Welch's "
+            f"t-test p = {welch.pvalue:.3f}."
+        )
     lines.append(f"\nWall time: {wall_time(record)}.")
     return lines
 
@@ -168,7 +187,7 @@ def table_relu(relu: dict) -> list[str]:
     if len(finals) == len(PRESETS):
         spread = 100 * (max(finals) - min(finals))
         lines.append(f"\nSpread of epoch-20 accuracy: {spread:.2f} points.")
-    lines.append(f"Wall time: {wall_time(record)}.")
+    lines.append(f"\nWall time: {wall_time(record)}.")
     return lines
 
 
@@ -188,7 +207,7 @@ def table_search(search: dict) -> list[str]:
             f"| {row['design']} | {row['trial']} | {row['state']} | "
             f"{'-' if objective is None else f'{100 * objective:.2f}%'} | "
             f"{'-' if last is None else f'{100 * last:.2f}%'} | "
-            f"`{row['description']}` |"
+            f"{inline_code(row['description'])} |"
         )
     lines.append(
         f"\n{record['finished_trials']} finished trials; wall time of the rows "

@@ -97,17 +97,20 @@ def table_depth20(paper: dict) -> list[str]:
             ours = "-" if value is None else f"{100 * value:.2f}%"
             cells += [f"{published[preset]:.2f}%", ours]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cells = []
+    for preset in PRESETS:
+        seconds = rows.get(preset, {}).get("seconds")
+        cells += ["-", "-" if seconds is None else f"{seconds / 60:.0f} min"]
+    lines.append("| wall time | " + " | ".join(cells) + " |")
     return lines
 
 
-def partial_cell(row: dict, checkpoints: list[int]) -> str:
-    """Return the last checkpoint of a trial that has not run 50 epochs yet."""
-    reached = [e for e in checkpoints if e <= row.get("epochs", 0)]
-    if not reached:
+def partial_cell(row: dict) -> str:
+    """Return the maximum accuracy so far of a trial short of 50 epochs."""
+    epochs = row.get("epochs", 0)
+    if not epochs or row.get("max_accuracy") is None:
         return "-"
-    epoch = reached[-1]
-    ours = cell(row.get(f"loss@{epoch}"), row.get("max_accuracy"))
-    return f"{ours} at epoch {epoch} of 50"
+    return f"max {100 * row['max_accuracy']:.2f}% after {epochs} of 50 epochs"
 
 
 def table_depths(paper: dict) -> list[str]:
@@ -123,7 +126,7 @@ def table_depths(paper: dict) -> list[str]:
             if row.get("epochs") == 50:
                 ours = cell(row.get("loss@50"), row.get("max_accuracy"))
             else:
-                ours = partial_cell(row, record["checkpoints"]) if row else "-"
+                ours = partial_cell(row) if row else "-"
             cells += [f"{loss:.4f} / {accuracy:.2f}%", ours]
         time = wall_time(record) if record else "-"
         lines.append(f"| {depth} | " + " | ".join(cells) + f" | {time} |")

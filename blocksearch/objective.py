@@ -152,11 +152,13 @@ def make_objective(
         # a given design; fixed designs are neither rejected, reused nor pruned
         design = canonical(space.search.suggest(trial))
         preset = trial.user_attrs.get("preset")
-        wanted = space.presets.get(preset) if preset else trial.user_attrs.get("given")
-        fixed = preset is not None or wanted is not None
-        if fixed and design != wanted:
+        expected = (
+            space.presets.get(preset) if preset else trial.user_attrs.get("given")
+        )
+        fixed = preset is not None or expected is not None
+        if fixed and design != expected:
             raise SpaceError(
-                f"{trial_label(trial)} is {wanted!r} but the search produced "
+                f"{trial_label(trial)} is {expected!r} but the search produced "
                 f"{design!r} from its parameters; params_for and suggest of "
                 "the space's search disagree"
             )
@@ -194,7 +196,7 @@ def make_objective(
         # train every seed in lockstep, reporting the mean after each epoch
         try:
             value, model = _train_seeds(
-                trial, plan, data, design, config, device, reporter, artifacts
+                trial, plan, data, design, config, device, reporter, artifacts, fixed
             )
         except NonFiniteLossError as error:
             trial.set_user_attr("failure", str(error))
@@ -248,16 +250,17 @@ def _train_seeds(
     device: str,
     reporter: RunReporter,
     artifacts: TrialArtifacts | None,
+    fixed: bool,
 ) -> tuple[float, ResidualMLP]:
     """Train ``design`` once per seed of ``plan`` and return the mean objective
-    and the first seed's model.
+    and the first seed's model. A ``fixed`` design (a preset or a given design)
+    is never pruned.
 
     Raises:
         optuna.TrialPruned: When the pruner stops a sampled trial.
         NonFiniteLossError: When any seed's loss becomes NaN or infinite.
     """
     space = plan.space
-    fixed = bool(trial.user_attrs.get("preset") or trial.user_attrs.get("given"))
 
     # models: seeded so a design at a seed always starts from the same weights
     models, runs = [], []

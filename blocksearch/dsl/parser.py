@@ -545,15 +545,15 @@ def split_designs(text: str) -> list[str]:
     lines, as the texts of their paragraphs.
 
     Raises:
-        DslError: The first error in ``text``, or an error when it holds no
-            design at all.
+        DslError: The first error in ``text``, or an error when it contains
+            no design at all.
     """
     errors = check_text(text)
     if errors:
         raise errors[0]
     designs = [chunk for chunk, _ in _paragraphs(text)]
     if not designs:
-        raise DslError("the text holds no design, only blank lines or comments")
+        raise DslError("no design found: the text has only blank lines or comments")
     return designs
 
 

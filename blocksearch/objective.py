@@ -69,6 +69,8 @@ class StudyPlan:
     #: Canonical designs trained after the presets, like them never pruned
     #: or deduplicated: a design to measure again, e.g. a search's best.
     designs: tuple[str, ...] = ()
+    #: Names of the presets to train; None trains all of the space's.
+    presets: tuple[str, ...] | None = None
     #: Number of this worker among those started together (0 for the first).
     #: It seeds the sampler apart, so that parallel workers sample apart.
     worker: int = 0

@@ -111,7 +111,8 @@ def _enqueue_presets(study: optuna.Study, plan: StudyPlan, budget: int) -> list[
     worker every time is not tried forever.
     """
     space = plan.space
-    wanted = [("preset", name, space.presets[name]) for name in space.presets]
+    names = space.presets if plan.presets is None else plan.presets
+    wanted = [("preset", name, space.presets[name]) for name in names]
     wanted += [("given", design, design) for design in plan.designs]
     present, crashes = set(), {}
     for trial in study.get_trials(deepcopy=False):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blocksearch.cli import main
+from blocksearch.presets import PRESETS
 
 GOOD_SPACE = """
 from blocksearch import PlacementSearch, Space, TrainConfig
@@ -290,6 +291,21 @@ BAD_INPUTS = {
         lambda tmp_path, _: ["--designs", str(_write(tmp_path / "b.txt", b"\xff\xfe"))],
         2,
         "is not UTF-8 text",
+    ),
+    "preset unknown": (
+        lambda *_: ["--presets", "control,contrl"],
+        2,
+        "has no preset 'contrl'; choose from: control, exp1, exp2, or 'none'",
+    ),
+    "preset name empty": (
+        lambda *_: ["--presets", "control,"],
+        2,
+        "has an empty name",
+    ),
+    "given design a left-out preset": (
+        lambda *_: ["--presets", "control", "--designs", PRESETS["exp1"]],
+        2,
+        "is preset exp1, which --presets leaves out; add exp1 to --presets",
     ),
 }
 

@@ -785,6 +785,23 @@ def test_given_designs_file_with_preset_and_full_study(tiny_space, tmp_path, cap
     assert len(_load(storage).get_trials()) == 4
 
 
+def test_presets_option_chooses_presets_and_later_runs_add_the_rest(
+    tiny_space, tmp_path
+):
+    storage = tmp_path / "s.journal"
+    design = canonical("linear bn tanh + id | linear bn + id -> tanh")
+    args = ["run", str(tiny_space), "--depths", "2", "--storage", str(storage)]
+    assert main([*args, "--trials", "1", "--presets", "none", "--designs", design]) == 0
+    assert [t.user_attrs.get("given") for t in _load(storage).get_trials()] == [design]
+
+    assert main([*args, "--trials", "2", "--presets", "exp2"]) == 0
+    assert _load(storage).get_trials()[1].user_attrs["preset"] == "exp2"
+
+    assert main([*args, "--trials", "4"]) == 0
+    labels = [t.user_attrs.get("preset") for t in _load(storage).get_trials()]
+    assert labels == [None, "exp2", "control", "exp1"]
+
+
 def test_export_then_retrain_best_with_seeds(tiny_space, tmp_path, capsys):
     search = tmp_path / "search.journal"
     common = ["--depths", "2", "--protocol", "paper"]

@@ -449,3 +449,19 @@ def test_parallel_workers_seed_samplers_apart(tiny_space, tmp_path):
     again = open_study(plan, storage, data).sampler
     draws = [s._rng.rng.randint(1 << 30) for s in (first, second, again)]
     assert draws[0] == draws[2] != draws[1]
+
+
+def test_workers_train_given_design_beside_chosen_preset(tiny_space, tmp_path):
+    storage = tmp_path / "s.journal"
+    design = "linear bn tanh + id | linear bn + id -> tanh"  # not a preset
+    code = main(
+        ["run", str(tiny_space), "--storage", str(storage), "--depths", "2"]
+        + ["--workers", "2", "--trials", "2", "--device", "cpu"]
+        + ["--presets", "control", "--designs", design]
+    )
+    assert code == 0
+    trials = _trials(storage, "tiny-depth2")
+    assert sorted(
+        (t.user_attrs.get("preset", ""), t.user_attrs.get("given", "")) for t in trials
+    ) == [("", design), ("control", "")]
+    assert all(t.state == TrialState.COMPLETE for t in trials)

@@ -262,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: none)",
     )
     run.add_argument(
+        "--presets",
+        metavar="NAMES",
+        help="comma-separated presets to train first, e.g. control, or 'none'; "
+        "use it to retrain a design beside control alone. Presets a study "
+        "already holds stay in it (default: all of the space's presets)",
+    )
+    run.add_argument(
         "--repeat-duplicates",
         action="store_true",
         help="train a sampled design again even when an equal design already "

@@ -215,14 +215,14 @@ def available_cores() -> int:
 
 
 def run_options(args: argparse.Namespace) -> dict[str, object]:
-    """Return the keyword arguments of ``run_space`` that come from ``args``."""
+    """Return the keyword arguments of ``run_space`` that come from ``args``,
+    less the presets and given designs, which need the space to check."""
     return {
         "depths": args.depths,
         "trials": args.trials,
         "epochs": args.epochs,
         "seed": args.seed,
         "repeat_duplicates": args.repeat_duplicates or None,
-        "designs": args.designs,
         "sampler": args.sampler,
         "pruner": args.pruner,
         "warmup_epochs": args.warmup_epochs,
@@ -274,7 +274,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     depths = args.depths or list(space.depths)
     check_model_size(space, depths)
     options = run_options(args)
-    options["designs"] = given_designs(args.designs, space)
+    options["presets"] = chosen_presets(args.presets, space)
+    options["designs"] = given_designs(args.designs, space, options["presets"])
     stale_after = options.pop("stale_after")
     plans = plan_space(
         space,
@@ -358,15 +359,45 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def given_designs(target: str | None, space: Space) -> tuple[str, ...] | None:
+def chosen_presets(names: str | None, space: Space) -> tuple[str, ...] | None:
+    """Return the preset names of ``--presets``, in the space's order; None
+    (all presets) without the option.
+
+    Raises:
+        UsageError: If the option is empty or names a preset the space lacks.
+    """
+    if names is None:
+        return None
+    requested = [name.strip() for name in names.split(",")]
+    if requested == ["none"]:
+        return ()
+    known = ", ".join(space.presets) or "none"
+    if not all(requested):
+        raise UsageError(
+            f"--presets {names!r} has an empty name; give names separated by "
+            f"commas, from: {known}, or 'none'"
+        )
+    unknown = [name for name in requested if name not in space.presets]
+    if unknown:
+        raise UsageError(
+            f"--presets: space {space.name!r} has no preset {unknown[0]!r}; "
+            f"choose from: {known}, or 'none'"
+        )
+    return tuple(name for name in space.presets if name in requested)
+
+
+def given_designs(
+    target: str | None, space: Space, presets: tuple[str, ...] | None = None
+) -> tuple[str, ...] | None:
     """Return the canonical designs of ``--designs``: a file, else one design.
 
-    Designs equal to a preset are left out, with a warning: the preset trains
-    anyway.
+    Designs equal to a preset in ``presets`` (None: all) are left out, with a
+    warning: the preset trains anyway.
 
     Raises:
         UsageError: If the option is empty, or names a folder, a missing
-            ``.txt`` or ``.dsl`` file or a file that is not text.
+            ``.txt`` or ``.dsl`` file or a file that is not text, or a design
+            is a preset left out of ``presets``.
         DslError: If the text does not parse.
         SpaceError: If a design is not one the space's search can produce.
     """
@@ -403,7 +434,7 @@ def given_designs(target: str | None, space: Space) -> tuple[str, ...] | None:
         )
     else:
         text = target
-    presets = {canonical(design): name for name, design in space.presets.items()}
+    preset_of = {canonical(design): name for name, design in space.presets.items()}
     designs = []
     for design in dict.fromkeys(canonical(d) for d in split_designs(text)):
         try:
@@ -413,12 +444,18 @@ def given_designs(target: str | None, space: Space) -> tuple[str, ...] | None:
                 f"--designs: {error}. Space {space.name!r} can train only "
                 "designs its search produces"
             ) from None
-        if design in presets:
+        preset = preset_of.get(design)
+        if preset is not None and presets is not None and preset not in presets:
+            raise UsageError(
+                f"--designs: {design!r} is preset {preset}, which --presets "
+                f"leaves out; add {preset} to --presets instead"
+            )
+        if preset is not None:
             logger.warning(
                 "--designs: %r is preset %s, which every study trains anyway; "
                 "not adding it again",
                 design,
-                presets[design],
+                preset,
             )
             continue
         designs.append(design)

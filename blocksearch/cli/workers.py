@@ -54,7 +54,7 @@ def run_workers(
     workers = [
         context.Process(
             target=worker_main,
-            args=(args, index, threads, queue),
+            args=(args, index, threads, queue, plans[0].presets, plans[0].designs),
             name=f"blocksearch-worker-{index}",
         )
         for index in range(1, args.workers + 1)
@@ -167,9 +167,18 @@ class _WorkerPrefix(logging.Filter):
 
 
 def worker_main(
-    args: argparse.Namespace, index: int, threads: int, queue: multiprocessing.Queue
+    args: argparse.Namespace,
+    index: int,
+    threads: int,
+    queue: multiprocessing.Queue,
+    presets: tuple[str, ...] | None,
+    designs: tuple[str, ...],
 ) -> None:
-    """Body of one worker process; its exit code follows the command's."""
+    """Body of one worker process; its exit code follows the command's.
+
+    ``presets`` and ``designs`` are those the parent checked, so that a
+    worker neither reads a designs file again nor repeats its warnings.
+    """
     import sys
 
     import torch
@@ -206,6 +215,8 @@ def worker_main(
             device=device,
             artifact_dir=artifact_location(args, space),
             worker=index - 1,
+            presets=presets,
+            designs=designs,
             **run_options(args),
         )
     except BlocksearchError as error:

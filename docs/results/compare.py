@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 import scipy.stats
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("control", "exp1", "exp2")
+#: Marks a figure from the second machine (see the page's "Runs" section).
+SECOND_MARK = "†"
 
 #: Published training loss and test accuracy (percent) at 20 blocks, by epoch.
 PUBLISHED_20 = {
@@ -55,6 +58,29 @@ def rows_by_design(record: dict) -> dict[str, dict]:
     return {row["design"]: row for row in record["rows"]}
 
 
+def overlay(first: dict, second: dict, epochs: int = 50) -> dict[str, dict]:
+    """Return the studies of ``first``, completed from ``second``.
+
+    A row of ``second`` that ran all ``epochs`` epochs replaces the row of
+    the same design in ``first`` when that one is missing or shorter. Rows
+    taken from ``second`` are marked ``second``.
+    """
+    merged = {name: dict(record) for name, record in first.items()}
+    for name, record in second.items():
+        rows = rows_by_design(merged[name]) if name in merged else {}
+        for row in record["rows"]:
+            old = rows.get(row["design"])
+            if row.get("epochs") == epochs and (old is None or old["epochs"] != epochs):
+                rows[row["design"]] = dict(row, second=True)
+        merged[name] = dict(record, rows=list(rows.values()))
+    return merged
+
+
+def mark(row: dict) -> str:
+    """Return the footnote mark of a row trained on the second machine."""
+    return SECOND_MARK if row.get("second") else ""
+
+
 def cell(loss: float | None, accuracy: float | None) -> str:
     if loss is None or accuracy is None:
         return "-"
@@ -67,8 +93,17 @@ def inline_code(text: str | None) -> str:
 
 
 def wall_time(record: dict) -> str:
-    seconds = sum(row.get("seconds") or 0 for row in record["rows"])
-    return f"{seconds / 3600:.2f} h"
+    """Return the summed wall time of the rows of ``record``, per machine."""
+    parts = []
+    for second in (False, True):
+        seconds = sum(
+            row.get("seconds") or 0
+            for row in record["rows"]
+            if bool(row.get("second")) == second
+        )
+        if seconds:
+            parts.append(f"{seconds / 3600:.2f} h{SECOND_MARK if second else ''}")
+    return " + ".join(parts) or "-"
 
 
 def table_depth20(paper: dict) -> list[str]:
@@ -84,7 +119,7 @@ def table_depth20(paper: dict) -> list[str]:
             loss, accuracy = PUBLISHED_20[preset][epoch]
             row = rows.get(preset, {})
             ours = cell(row.get(f"loss@{epoch}"), row.get(f"accuracy@{epoch}"))
-            cells += [f"{loss:.4f} / {accuracy:.2f}%", ours]
+            cells += [f"{loss:.4f} / {accuracy:.2f}%", ours + mark(row)]
         lines.append(f"| epoch {epoch} | " + " | ".join(cells) + " |")
     for label, published, key in (
         ("max accuracy", PUBLISHED_MAX_20, "max_accuracy"),
@@ -124,7 +159,7 @@ def table_depths(paper: dict) -> list[str]:
             loss, accuracy = published[preset]
             row = rows.get(preset, {})
             if row.get("epochs") == 50:
-                ours = cell(row.get("loss@50"), row.get("max_accuracy"))
+                ours = cell(row.get("loss@50"), row.get("max_accuracy")) + mark(row)
             else:
                 ours = partial_cell(row) if row else "-"
             cells += [f"{loss:.4f} / {accuracy:.2f}%", ours]
@@ -194,40 +229,93 @@ def table_relu(relu: dict) -> list[str]:
     return lines
 
 
-def table_search(search: dict) -> list[str]:
+def table_search(search: dict, shown: int = 10) -> list[str]:
+    """Return the presets and the ``shown`` best sampled designs, then counts."""
     record = search.get("tanh_placements-depth20")
     if record is None:
         return ["(the search has not run yet)"]
     lines = [
         "| design | trial | state | validation accuracy | test accuracy "
-        "(last epoch) | description |",
-        "|---|---|---|---|---|---|",
+        "(last epoch) | epochs | description |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for row in record["rows"]:
+    presets = [row for row in record["rows"] if row["design"] in PRESETS]
+    sampled = [row for row in record["rows"] if row["design"] not in PRESETS]
+    for row in presets + sampled[:shown]:
         last = row.get(f"accuracy@{record['checkpoints'][-1]}")
         objective = row["objective"]
         lines.append(
             f"| {row['design']} | {row['trial']} | {row['state']} | "
             f"{'-' if objective is None else f'{100 * objective:.2f}%'} | "
             f"{'-' if last is None else f'{100 * last:.2f}%'} | "
-            f"{inline_code(row['description'])} |"
+            f"{row['epochs']} | {inline_code(row['description'])} |"
         )
+    states = Counter(row["state"] for row in record["rows"])
+    epochs = sum(row["epochs"] for row in record["rows"])
     lines.append(
-        f"\n{record['finished_trials']} finished trials; wall time of the rows "
-        f"above: {wall_time(record)}."
+        f"\n{record['finished_trials']} finished trials: "
+        + ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+        + f"; {epochs} epochs trained in all, wall time {wall_time(record)} "
+        "(summed over trials)."
     )
     return lines
 
 
+def table_retrain(retrain: dict, seeds: dict) -> list[str]:
+    """Return the retrained designs with their seeds, tested against control."""
+    record = retrain.get("tanh_placements-depth20")
+    if record is None:
+        return ["(the retraining has not run yet)"]
+    rows = rows_by_design(record)
+    lines = [
+        "| design | epoch-20 test accuracy per seed (42, 43, 44) | mean ± std "
+        "| description |",
+        "|---|---|---|---|",
+    ]
+    for label, row in rows.items():
+        seeds_here = row.get("objective_per_seed") or []
+        lines.append(
+            f"| {label} | {', '.join(f'{100 * v:.2f}%' for v in seeds_here)} | "
+            f"{100 * row['objective']:.2f}% ± {100 * (row['objective_std'] or 0):.2f} "
+            f"| {inline_code(row['description'])} |"
+        )
+
+    control = rows.get("control", {}).get("objective_per_seed")
+    for label, row in rows.items():
+        values = row.get("objective_per_seed")
+        if label == "control" or not control or not values:
+            continue
+        difference = 100 * (statistics.mean(values) - statistics.mean(control))
+        welch = scipy.stats.ttest_ind(
+            values, control, equal_var=False, alternative="greater"
+        )
+        lines.append(
+            f"\n{label} vs control: {difference:+.2f} points, one-sided Welch's "
+            f"t-test p = {welch.pvalue:.3f}."
+        )
+
+    earlier = rows_by_design(seeds.get("tanh_placements-depth20", {"rows": []}))
+    before = earlier.get("control", {}).get("objective_per_seed")
+    if control and before:
+        lines.append(
+            "\nControl of the seed study (first machine), per seed: "
+            + ", ".join(f"{100 * v:.2f}%" for v in before)
+            + "."
+        )
+    lines.append(f"\nWall time: {wall_time(record)}.")
+    return lines
+
+
 def main() -> int:
-    paper, seeds = load("paper"), load("seeds")
-    relu, search = load("relu"), load("search")
+    paper, seeds = overlay(load("paper"), load("paper-2")), load("seeds")
+    relu, search, retrain = load("relu"), load("search"), load("retrain")
     sections = [
         ("20 blocks, published protocol", table_depth20(paper)),
         ("Depth: epoch-50 loss / max accuracy", table_depths(paper)),
         ("Seed noise at 20 blocks, 20 epochs", table_seeds(seeds)),
         ("ReLU at 20 blocks, 20 epochs", table_relu(relu)),
         ("Search at 20 blocks", table_search(search)),
+        ("The search's best design with 3 seeds", table_retrain(retrain, seeds)),
     ]
     for title, lines in sections:
         print(f"### {title}\n")

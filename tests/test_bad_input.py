@@ -292,6 +292,11 @@ BAD_INPUTS = {
         2,
         "is not UTF-8 text",
     ),
+    "given designs file only comments": (
+        lambda tmp_path, _: ["--designs", str(_write(tmp_path / "b.txt", b"# x\n"))],
+        3,
+        "b.txt': no design found",
+    ),
     "preset unknown": (
         lambda *_: ["--presets", "control,contrl"],
         2,

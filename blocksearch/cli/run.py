@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from blocksearch.errors import BlocksearchError, SpaceError, UsageError
+from blocksearch.errors import BlocksearchError, DslError, SpaceError, UsageError
 from blocksearch.space import Space
 from blocksearch.study import default_storage_path, study_name
 
@@ -436,7 +436,13 @@ def given_designs(
         text = target
     preset_of = {canonical(design): name for name, design in space.presets.items()}
     designs = []
-    for design in dict.fromkeys(canonical(d) for d in split_designs(text)):
+    try:
+        texts = split_designs(text)
+    except DslError as error:
+        if text is target:
+            raise
+        raise DslError(f"--designs file {target!r}: {error}") from None
+    for design in dict.fromkeys(canonical(d) for d in texts):
         try:
             space.search.params_for(design)
         except SpaceError as error:

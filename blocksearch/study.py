@@ -136,19 +136,25 @@ def _enqueue_presets(study: optuna.Study, plan: StudyPlan, budget: int) -> list[
 
 
 def _warn_untrained_designs(study: optuna.Study, plan: StudyPlan) -> None:
-    """Warn about designs of ``--designs`` that the full study left out."""
-    given = {t.user_attrs.get("given") for t in study.get_trials(deepcopy=False)}
-    missing = [design for design in plan.designs if design not in given]
-    if missing:
-        logger.warning(
-            "%s is full at %d trials without %d given design(s) (%s); run again "
-            "with --trials %d to train them",
-            study.study_name,
-            plan.trials,
-            len(missing),
-            "; ".join(missing),
-            plan.trials + len(missing),
-        )
+    """Warn about presets of the plan and designs of ``--designs`` that the
+    full study left out."""
+    trials = study.get_trials(deepcopy=False)
+    names = plan.space.presets if plan.presets is None else plan.presets
+    groups = (("preset", "preset", names), ("given", "given design", plan.designs))
+    for attr, kind, wanted in groups:
+        present = {t.user_attrs.get(attr) for t in trials}
+        missing = [name for name in wanted if name not in present]
+        if missing:
+            logger.warning(
+                "%s is full at %d trials without %d %s(s) (%s); run again "
+                "with --trials %d to train them",
+                study.study_name,
+                plan.trials,
+                len(missing),
+                kind,
+                "; ".join(missing),
+                plan.trials + len(missing),
+            )
 
 
 def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -352,7 +358,7 @@ def run_study(
                 return study
             if not waiting_logged:
                 logger.info(
-                    "%s is full; waiting for %d trials running in other workers",
+                    "%s is full; waiting for %d trial(s) running in other workers",
                     study.study_name,
                     len(running),
                 )

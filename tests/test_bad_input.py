@@ -273,7 +273,7 @@ BAD_INPUTS = {
     ),
     "given design outside the search": (
         lambda *_: ["--designs", "linear bn relu + id"],
-        5,
+        2,
         "is not in this placement search",
     ),
     "given designs file missing": (
@@ -301,6 +301,11 @@ BAD_INPUTS = {
         lambda *_: ["--presets", "control,contrl"],
         2,
         "has no preset 'contrl'; choose from: control, exp1, exp2, or 'none'",
+    ),
+    "preset none among names": (
+        lambda *_: ["--presets", "none,control"],
+        2,
+        "'none' cannot be combined with preset names",
     ),
     "preset name empty": (
         lambda *_: ["--presets", "control,"],

@@ -786,7 +786,7 @@ def test_given_designs_file_with_preset_and_full_study(tiny_space, tmp_path, cap
 
 
 def test_presets_option_chooses_presets_and_later_runs_add_the_rest(
-    tiny_space, tmp_path
+    tiny_space, tmp_path, capsys
 ):
     storage = tmp_path / "s.journal"
     design = canonical("linear bn tanh + id | linear bn + id -> tanh")
@@ -794,12 +794,14 @@ def test_presets_option_chooses_presets_and_later_runs_add_the_rest(
     assert main([*args, "--trials", "1", "--presets", "none", "--designs", design]) == 0
     assert [t.user_attrs.get("given") for t in _load(storage).get_trials()] == [design]
 
-    assert main([*args, "--trials", "2", "--presets", "exp2"]) == 0
-    assert _load(storage).get_trials()[1].user_attrs["preset"] == "exp2"
+    assert main([*args, "--trials", "2", "--presets", "exp2,exp1"]) == 0
+    assert _load(storage).get_trials()[1].user_attrs["preset"] == "exp1"
+    err = " ".join(capsys.readouterr().err.split())
+    assert "without 1 preset(s) (exp2); run again with --trials 3" in err
 
     assert main([*args, "--trials", "4"]) == 0
     labels = [t.user_attrs.get("preset") for t in _load(storage).get_trials()]
-    assert labels == [None, "exp2", "control", "exp1"]
+    assert labels == [None, "exp1", "control", "exp2"]
 
 
 def test_export_then_retrain_best_with_seeds(tiny_space, tmp_path, capsys):

@@ -371,7 +371,17 @@ def chosen_presets(names: str | None, space: Space) -> tuple[str, ...] | None:
     requested = [name.strip() for name in names.split(",")]
     if requested == ["none"]:
         return ()
-    known = ", ".join(space.presets) or "none"
+    if not space.presets:
+        raise UsageError(
+            f"--presets {names!r}: space {space.name!r} has no presets; "
+            "leave the option out"
+        )
+    known = ", ".join(space.presets)
+    if "none" in requested:
+        raise UsageError(
+            f"--presets {names!r}: 'none' cannot be combined with preset names; "
+            f"give 'none' alone, or names from: {known}"
+        )
     if not all(requested):
         raise UsageError(
             f"--presets {names!r} has an empty name; give names separated by "
@@ -397,9 +407,9 @@ def given_designs(
     Raises:
         UsageError: If the option is empty, or names a folder, a missing
             ``.txt`` or ``.dsl`` file or a file that is not text, or a design
-            is a preset left out of ``presets``.
+            is a preset left out of ``presets`` or one the space's search
+            cannot produce.
         DslError: If the text does not parse.
-        SpaceError: If a design is not one the space's search can produce.
     """
     from blocksearch.dsl import canonical, split_designs
 
@@ -434,32 +444,32 @@ def given_designs(
         )
     else:
         text = target
+    source = "--designs" if text is target else f"--designs file {target!r}"
     preset_of = {canonical(design): name for name, design in space.presets.items()}
     designs = []
     try:
         texts = split_designs(text)
     except DslError as error:
-        if text is target:
-            raise
-        raise DslError(f"--designs file {target!r}: {error}") from None
+        raise DslError(f"{source}: {error}") from None
     for design in dict.fromkeys(canonical(d) for d in texts):
         try:
             space.search.params_for(design)
         except SpaceError as error:
-            raise SpaceError(
-                f"--designs: {error}. Space {space.name!r} can train only "
+            raise UsageError(
+                f"{source}: {error}. Space {space.name!r} can train only "
                 "designs its search produces"
             ) from None
         preset = preset_of.get(design)
         if preset is not None and presets is not None and preset not in presets:
             raise UsageError(
-                f"--designs: {design!r} is preset {preset}, which --presets "
+                f"{source}: {design!r} is preset {preset}, which --presets "
                 f"leaves out; add {preset} to --presets instead"
             )
         if preset is not None:
             logger.warning(
-                "--designs: %r is preset %s, which every study trains anyway; "
+                "%s: %r is preset %s, which trains as a preset anyway; "
                 "not adding it again",
+                source,
                 design,
                 preset,
             )

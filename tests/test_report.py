@@ -115,6 +115,8 @@ def test_report_json_expected():
     record = json.loads(json.dumps(study_records(_small_study())))
     assert record["study"] == "small-depth2"
     assert record["finished_trials"] == 4
+    assert record["pruned_trials"] == 1
+    assert record["reused_trials"] == 0
     assert record["checkpoints"] == [2]
     assert [row["design"] for row in record["rows"]] == ["control", "exp1", "#2"]
     assert record["rows"][2] == {

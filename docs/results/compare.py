@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
 import scipy.stats
@@ -250,13 +249,12 @@ def table_search(search: dict, shown: int = 10) -> list[str]:
             f"{'-' if last is None else f'{100 * last:.2f}%'} | "
             f"{row['epochs']} | {inline_code(row['description'])} |"
         )
-    states = Counter(row["state"] for row in record["rows"])
-    epochs = sum(row["epochs"] for row in record["rows"])
     lines.append(
-        f"\n{record['finished_trials']} finished trials: "
-        + ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
-        + f"; {epochs} epochs trained in all, wall time {wall_time(record)} "
-        "(summed over trials)."
+        f"\n{record['finished_trials']} finished trials: {len(record['rows'])} "
+        f"trained all {record['checkpoints'][-1]} epochs, "
+        f"{record['pruned_trials']} pruned, and {record['reused_trials']} that "
+        "sampled a design already trained and reused its value. The trials "
+        f"trained to the end took {wall_time(record)} summed over trials."
     )
     return lines
 
@@ -302,7 +300,7 @@ def table_retrain(retrain: dict, seeds: dict) -> list[str]:
             + ", ".join(f"{100 * v:.2f}%" for v in before)
             + "."
         )
-    lines.append(f"\nWall time: {wall_time(record)}.")
+    lines.append(f"\nWall time: {wall_time(record)}, summed over the two trials.")
     return lines
 
 

@@ -50,22 +50,23 @@ search() {  # a real search: validation protocol, pruning, 30 trials
         --storage studies/repro-search.journal
 }
 
-retrain() {  # the search's best design beside the seeded presets, on test
+retrain() {  # the search's best design beside control, seeds 42-44, on test
     blocksearch export spaces/tanh_placements.py --depths 20 \
         --storage studies/repro-search.journal --out studies/repro-search-best
-    step seeds spaces/tanh_placements.py --protocol paper --depths 20 \
-        --trials 4 --epochs 20 --repeats 3 --storage studies/repro-seeds.journal \
+    step retrain spaces/tanh_placements.py --protocol paper --depths 20 \
+        --trials 2 --epochs 20 --repeats 3 --presets control \
+        --storage studies/repro-retrain.journal \
         --designs studies/repro-search-best/tanh_placements-depth20/design.txt
 }
 
 export() {  # one JSON export per storage, from blocksearch show
     local name space
-    for name in paper relu seeds search; do
+    for name in paper relu seeds search retrain; do
         space=spaces/tanh_placements.py
         [ "$name" = relu ] && space=spaces/relu_placements.py
         [ -f "studies/repro-$name.journal" ] || continue
         blocksearch show "$space" --storage "studies/repro-$name.journal" \
-            --format json --top 10 > "docs/results/$name.json"
+            --format json --top 40 > "docs/results/$name.json"
         blocksearch plot "$space" --storage "studies/repro-$name.journal" \
             --out "docs/results/plots-$name"
     done

@@ -167,6 +167,26 @@ def table_depths(paper: dict) -> list[str]:
     return lines
 
 
+def against_control(rows: dict[str, dict]) -> list[str]:
+    """Return one line per design with seeds: its lead over control and the
+    one-sided Welch's t-test of it."""
+    control = rows.get("control", {}).get("objective_per_seed")
+    lines = []
+    for label, row in rows.items():
+        values = row.get("objective_per_seed")
+        if label == "control" or not control or not values:
+            continue
+        difference = 100 * (statistics.mean(values) - statistics.mean(control))
+        welch = scipy.stats.ttest_ind(
+            values, control, equal_var=False, alternative="greater"
+        )
+        lines.append(
+            f"\n{label} vs control: {difference:+.2f} points, one-sided Welch's "
+            f"t-test p = {welch.pvalue:.3f}."
+        )
+    return lines
+
+
 def table_seeds(seeds: dict) -> list[str]:
     record = seeds.get("tanh_placements-depth20")
     if record is None:
@@ -184,19 +204,7 @@ def table_seeds(seeds: dict) -> list[str]:
             f"{100 * row['objective']:.2f}% ± {100 * (row['objective_std'] or 0):.2f}"
             f" | {inline_code(row['description'])} |"
         )
-    control = rows_by_design(record).get("control", {}).get("objective_per_seed")
-    for label, row in rows_by_design(record).items():
-        seeds = row.get("objective_per_seed")
-        if label == "control" or not control or not seeds:
-            continue
-        difference = 100 * (statistics.mean(seeds) - statistics.mean(control))
-        welch = scipy.stats.ttest_ind(
-            seeds, control, equal_var=False, alternative="greater"
-        )
-        lines.append(
-            f"\n{label} vs control: {difference:+.2f} points, one-sided Welch's "
-            f"t-test p = {welch.pvalue:.3f}."
-        )
+    lines += against_control(rows_by_design(record))
     lines.append(f"\nWall time: {wall_time(record)}.")
     return lines
 
@@ -278,19 +286,8 @@ def table_retrain(retrain: dict, seeds: dict) -> list[str]:
             f"| {inline_code(row['description'])} |"
         )
 
+    lines += against_control(rows)
     control = rows.get("control", {}).get("objective_per_seed")
-    for label, row in rows.items():
-        values = row.get("objective_per_seed")
-        if label == "control" or not control or not values:
-            continue
-        difference = 100 * (statistics.mean(values) - statistics.mean(control))
-        welch = scipy.stats.ttest_ind(
-            values, control, equal_var=False, alternative="greater"
-        )
-        lines.append(
-            f"\n{label} vs control: {difference:+.2f} points, one-sided Welch's "
-            f"t-test p = {welch.pvalue:.3f}."
-        )
 
     earlier = rows_by_design(seeds.get("tanh_placements-depth20", {"rows": []}))
     before = earlier.get("control", {}).get("objective_per_seed")

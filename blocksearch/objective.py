@@ -69,7 +69,7 @@ class StudyPlan:
     #: Canonical designs trained after the presets, like them never pruned
     #: or deduplicated: a design to measure again, e.g. a search's best.
     designs: tuple[str, ...] = ()
-    #: Names of the presets to train; None trains all of the space's.
+    #: Names of the presets to train, or None for all of the space's presets.
     presets: tuple[str, ...] | None = None
     #: Number of this worker among those started together (0 for the first).
     #: It seeds the sampler apart, so that parallel workers sample apart.
@@ -93,6 +93,11 @@ class StudyPlan:
         return (
             "validation_accuracy" if self.protocol == "validation" else "test_accuracy"
         )
+
+    @property
+    def preset_names(self) -> tuple[str, ...]:
+        """Names of the presets this plan trains."""
+        return tuple(self.space.presets) if self.presets is None else self.presets
 
     @property
     def seeds(self) -> list[int]:

@@ -129,7 +129,7 @@ def study_records(study: optuna.Study, top: int = 5) -> dict[str, object]:
     return {
         "study": study.study_name,
         "finished_trials": len(finished),
-        # rows leave out pruned trials and reused duplicates; these count them
+        # Rows leave out pruned trials and reused duplicates, so count them here.
         "pruned_trials": sum(t.state == TrialState.PRUNED for t in finished),
         "reused_trials": sum("duplicate_of" in t.user_attrs for t in finished),
         "checkpoints": checkpoints,

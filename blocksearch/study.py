@@ -111,8 +111,7 @@ def _enqueue_presets(study: optuna.Study, plan: StudyPlan, budget: int) -> list[
     worker every time is not tried forever.
     """
     space = plan.space
-    names = space.presets if plan.presets is None else plan.presets
-    wanted = [("preset", name, space.presets[name]) for name in names]
+    wanted = [("preset", name, space.presets[name]) for name in plan.preset_names]
     wanted += [("given", design, design) for design in plan.designs]
     present, crashes = set(), {}
     for trial in study.get_trials(deepcopy=False):
@@ -136,14 +135,16 @@ def _enqueue_presets(study: optuna.Study, plan: StudyPlan, budget: int) -> list[
 
 
 def _warn_untrained_designs(study: optuna.Study, plan: StudyPlan) -> None:
-    """Warn about presets of the plan and designs of ``--designs`` that the
-    full study left out."""
+    """Warn about the plan's presets and the designs of ``--designs`` that
+    the full study left out."""
     trials = study.get_trials(deepcopy=False)
-    names = plan.space.presets if plan.presets is None else plan.presets
-    groups = (("preset", "preset", names), ("given", "given design", plan.designs))
-    for attr, kind, wanted in groups:
+    groups = (
+        ("preset", "preset", plan.preset_names),
+        ("given", "given design", plan.designs),
+    )
+    for attr, kind, expected in groups:
         present = {t.user_attrs.get(attr) for t in trials}
-        missing = [name for name in wanted if name not in present]
+        missing = [name for name in expected if name not in present]
         if missing:
             logger.warning(
                 "%s is full at %d trials without %d %s(s) (%s); run again "

@@ -785,9 +785,7 @@ def test_given_designs_file_with_preset_and_full_study(tiny_space, tmp_path, cap
     assert len(_load(storage).get_trials()) == 4
 
 
-def test_presets_option_chooses_presets_and_later_runs_add_the_rest(
-    tiny_space, tmp_path, capsys
-):
+def test_presets_subset_then_rest_added(tiny_space, tmp_path, capsys):
     storage = tmp_path / "s.journal"
     design = canonical("linear bn tanh + id | linear bn + id -> tanh")
     args = ["run", str(tiny_space), "--depths", "2", "--storage", str(storage)]

@@ -451,7 +451,7 @@ def test_parallel_workers_seed_samplers_apart(tiny_space, tmp_path):
     assert draws[0] == draws[2] != draws[1]
 
 
-def test_workers_train_given_design_beside_chosen_preset(tiny_space, tmp_path):
+def test_workers_train_given_design(tiny_space, tmp_path):
     storage = tmp_path / "s.journal"
     design = "linear bn tanh + id | linear bn + id -> tanh"  # not a preset
     code = main(

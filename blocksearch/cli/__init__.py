@@ -264,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--presets",
         metavar="NAMES",
-        help="comma-separated presets to train first, e.g. control, or 'none'; "
-        "use it to retrain a design beside control alone. Presets a study "
-        "already holds stay in it (default: all of the space's presets)",
+        help="comma-separated presets to train first, e.g. control, or 'none'. "
+        "Use it to retrain a design beside control alone. Presets a study "
+        "already contains stay in it (default: all of the space's presets)",
     )
     run.add_argument(
         "--repeat-duplicates",

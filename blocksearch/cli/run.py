@@ -360,11 +360,12 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def chosen_presets(names: str | None, space: Space) -> tuple[str, ...] | None:
-    """Return the preset names of ``--presets``, in the space's order; None
-    (all presets) without the option.
+    """Return the preset names of ``--presets`` in the space's order, or
+    None (all presets) without the option.
 
     Raises:
-        UsageError: If the option is empty or names a preset the space lacks.
+        UsageError: If a name is empty or not a preset of the space, if
+            'none' comes with other names, or if the space has no presets.
     """
     if names is None:
         return None

@@ -236,8 +236,8 @@ def table_relu(relu: dict) -> list[str]:
     return lines
 
 
-def table_search(search: dict, shown: int = 10) -> list[str]:
-    """Return the presets and the ``shown`` best sampled designs, then counts."""
+def table_search(search: dict, top: int = 10) -> list[str]:
+    """Return the presets and the ``top`` best sampled designs, then counts."""
     record = search.get("tanh_placements-depth20")
     if record is None:
         return ["(the search has not run yet)"]
@@ -248,7 +248,7 @@ def table_search(search: dict, shown: int = 10) -> list[str]:
     ]
     presets = [row for row in record["rows"] if row["design"] in PRESETS]
     sampled = [row for row in record["rows"] if row["design"] not in PRESETS]
-    for row in presets + sampled[:shown]:
+    for row in presets + sampled[:top]:
         last = row.get(f"accuracy@{record['checkpoints'][-1]}")
         objective = row["objective"]
         lines.append(

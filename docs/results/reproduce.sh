@@ -50,7 +50,7 @@ search() {  # a real search: validation protocol, pruning, 30 trials
         --storage studies/repro-search.journal
 }
 
-retrain() {  # the search's best design beside control, seeds 42-44, on test
+retrain() {  # the search's best design beside control, 3 seeds, on the test split
     blocksearch export spaces/tanh_placements.py --depths 20 \
         --storage studies/repro-search.journal --out studies/repro-search-best
     step retrain spaces/tanh_placements.py --protocol paper --depths 20 \
